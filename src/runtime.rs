@@ -1,0 +1,23 @@
+//! Building glommio executors the same way everywhere (tools, tests, benches), with the settings
+//! measured on this project's machines. The broker's pinned shard pool builds on this.
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+/// DMA memory registered per executor. 64 MiB measured 2× the write and 3.8× the read bandwidth
+/// of glommio's 10 MiB default on this machine (physically contiguous buffers).
+pub const IO_MEMORY_BYTES: usize = 64 << 20;
+
+/// Runs `fut` to completion on a new unpinned executor on the current thread.
+///
+/// `spin_before_park` and `preempt_timer` stay at glommio's defaults: spinning starves the
+/// kernel's fdatasync worker on a pinned core, and a short preempt timer has stalled executors.
+pub fn run_local<T, F>(name: &str, fut: F) -> Result<T, glommio::GlommioError<()>>
+where
+    F: std::future::Future<Output = T>,
+{
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
+        .name(name)
+        .io_memory(IO_MEMORY_BYTES)
+        .make()?;
+    Ok(ex.run(fut))
+}
