@@ -2,6 +2,8 @@
 
 pub mod log_demo;
 
+use std::io::IsTerminal;
+
 use crate::preflight::{self, Requirements};
 use crate::runtime::IO_MEMORY_BYTES;
 
@@ -23,6 +25,7 @@ pub fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

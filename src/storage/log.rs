@@ -22,7 +22,7 @@ use super::cache::{BatchCache, CacheRead};
 use super::config::{FsyncPolicy, LogConfig};
 use super::error::{Result, StorageError};
 use super::probe;
-use super::segment::{self, read_bytes, ScanStop, Segment};
+use super::segment::{self, read_bytes, IndexJob, ScanStop, Segment};
 use super::tail::{align_up, Tail};
 use crate::record::{set_base_offset, validate_batch, Batch, BatchHeader, HEADER_LEN};
 
@@ -154,6 +154,13 @@ impl State {
             let _ = tx.send(Err(err.clone()));
             false
         });
+    }
+
+    /// Records a finished index job on the segment it was taken from, if it still exists.
+    fn index_persisted(&mut self, job: &IndexJob) {
+        if let Some(seg) = self.segments.iter_mut().rev().find(|s| s.base == job.base) {
+            seg.index_persisted(job);
+        }
     }
 
     fn wake_readers(&mut self) {
@@ -762,7 +769,7 @@ async fn run_flusher(inner: Rc<Inner>) {
                 rollback(&inner, to, &err).await;
                 continue;
             }
-            let job = {
+            {
                 let mut st = inner.state.borrow_mut();
                 st.written = Mark {
                     offset: upto,
@@ -773,14 +780,6 @@ async fn run_flusher(inner: Rc<Inner>) {
                 st.complete_waiters();
                 if policy != FsyncPolicy::Always {
                     st.wake_readers();
-                }
-                st.active().index_job()
-            };
-            // Indexes are rebuildable: a failure here costs recovery time, not data.
-            match job.run().await {
-                Ok(job) => inner.state.borrow_mut().active_mut().index_persisted(&job),
-                Err(e) => {
-                    warn!(error = %e, "could not write index entries; they will be rebuilt at recovery")
                 }
             }
             if let FsyncPolicy::Interval(every) = policy {
@@ -820,6 +819,16 @@ async fn run_flusher(inner: Rc<Inner>) {
                             .fail_waiters(&err, Some(Level::Synced));
                     }
                 }
+            }
+        }
+
+        // Index entries go out after the acknowledgements: they are rebuildable, so a failure
+        // here costs recovery time, not data, and never delays an ack.
+        let job = inner.state.borrow().active().index_job();
+        match job.run().await {
+            Ok(job) => inner.state.borrow_mut().index_persisted(&job),
+            Err(e) => {
+                warn!(error = %e, "could not write index entries; they will be rebuilt at recovery")
             }
         }
     }
@@ -898,7 +907,7 @@ async fn rollback(inner: &Rc<Inner>, to: Level, err: &StorageError) {
         warn!(file = %path.display(), error = %e, "could not cut the file after a failed write; recovery will");
     }
     match job.run().await {
-        Ok(job) => inner.state.borrow_mut().active_mut().index_persisted(&job),
+        Ok(job) => inner.state.borrow_mut().index_persisted(&job),
         Err(e) => warn!(error = %e, "could not rewrite index entries after a failed write"),
     }
 }

@@ -97,6 +97,8 @@ async fn open_index_file(path: &Path) -> Result<BufferedFile> {
 
 /// Index entries captured from a segment, to be written to its files.
 pub struct IndexJob {
+    /// Base offset of the segment the entries belong to.
+    pub base: i64,
     files: Rc<IndexFiles>,
     offset: (u64, Vec<u8>),
     time: (u64, Vec<u8>),
@@ -418,6 +420,7 @@ impl Segment {
     /// segment across the write.
     pub fn index_job(&self) -> IndexJob {
         IndexJob {
+            base: self.base,
             files: self.index_files.clone(),
             offset: self.offset_index.unpersisted(),
             time: self.time_index.unpersisted(),
@@ -427,6 +430,7 @@ impl Segment {
 
     /// Records that a job's entries are in the files.
     pub fn index_persisted(&mut self, job: &IndexJob) {
+        debug_assert_eq!(job.base, self.base, "index job applied to another segment");
         self.offset_index.mark_persisted(job.lens.0);
         self.time_index.mark_persisted(job.lens.1);
     }
