@@ -1,1 +1,866 @@
-fn main(){}
+//! Storage benchmark: strata's `PartitionLog` against `fio` on the same directory, each strata
+//! shape followed at once by fio's nearest shape, so the ratios come from one run of a noisy disk.
+//!
+//! Run: `scripts/bench-storage.sh [DIR] [OPTIONS]` (installs fio when missing), or
+//! `cargo bench --bench storage -- --dir DIR [--seconds S] [--depth N] [--appenders N]`.
+//!
+//! Shapes, each measured for `--seconds`:
+//! 1. appends of 1 MiB batches (1024 records of 1 KiB) under `FsyncPolicy::Never`, `--depth`
+//!    appends in flight; fio then writes as many bytes with sequential 1 MiB O_DIRECT writes at
+//!    queue depth `--depth`;
+//! 2. the same under `Always`; fio adds an `fdatasync` every `--depth` writes;
+//! 3. reads of cold segments (the log reopened without its cache, so every read hits the disk),
+//!    1 MiB per read, `--depth` in flight; fio reads 1 MiB blocks at the same depth;
+//! 4. group commit: 4 KiB batches under `Always` from 1 appender (fio: 4 KiB write + `fdatasync`,
+//!    queue depth 1) and from `--appenders` appenders (fio: queue depth `--appenders`, one
+//!    `fdatasync` every `--appenders` writes), with append latency percentiles.
+//!
+//! Nothing is asserted: it prints figures, ratios and the targets of the issue. Everything it
+//! writes is deleted when it ends.
+
+use std::cell::Cell;
+use std::error::Error;
+use std::fmt::Display;
+use std::fs;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use futures::future::try_join_all;
+use hdrhistogram::Histogram;
+use serde_json::Value;
+
+use strata::preflight::{self, Requirements};
+use strata::record::BatchBuilder;
+use strata::runtime::{run_local, IO_MEMORY_BYTES};
+use strata::storage::{FsyncPolicy, LogConfig, PartitionLog};
+
+type BenchResult<T> = Result<T, Box<dyn Error>>;
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+/// Throughput unit: MB/s as fio prints it, 10^6 bytes per second.
+const MB: f64 = 1e6;
+
+/// Value bytes of each record of the throughput batches.
+const RECORD_BYTES: usize = 1024;
+/// Records per throughput batch: 1024 × 1 KiB, about 1 MiB per batch.
+const RECORDS_PER_BATCH: usize = 1024;
+/// Size of each group-commit batch (one record), the block size of fio's sync runs.
+const SMALL_BATCH_BYTES: usize = 4096;
+/// fio block size for the sequential shapes.
+const FIO_BLOCK_BYTES: u64 = MIB;
+
+const DEFAULT_DIR: &str = "target/bench-data";
+const DEFAULT_SECONDS: f64 = 4.0;
+/// Appends or reads in flight in the 1 MiB shapes (fio's iodepth for them).
+const DEFAULT_DEPTH: usize = 4;
+/// Concurrent appenders of the group-commit shape.
+const DEFAULT_APPENDERS: usize = 16;
+/// Largest byte count one write shape may write, so a fast disk does not fill up.
+const DEFAULT_MAX_WRITE_BYTES: u64 = 16 << 30;
+
+/// Bytes written, then read back cold.
+const READ_SET_BYTES: u64 = 1 << 30;
+/// Segment size of the read set: it spans many rolled (closed) segments.
+const READ_SEGMENT_BYTES: u64 = 64 << 20;
+/// `max_bytes` of each read, as a consumer's per-partition fetch size.
+const READ_MAX_BYTES: usize = 1 << 20;
+/// Time limit of writing the read set (it stops at `READ_SET_BYTES` long before).
+const READ_FILL_LIMIT: Duration = Duration::from_secs(600);
+/// Size of fio's file in the time-based 4 KiB shapes: large enough never to wrap.
+const FIO_SMALL_FILE_BYTES: u64 = 4 << 30;
+
+/// Largest latency recorded (ns); longer ones are clamped to it.
+const LATENCY_MAX_NS: u64 = 60_000_000_000;
+const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+
+const USAGE: &str = "\
+usage: cargo bench --bench storage -- [--dir DIR] [--seconds S] [--depth N] [--appenders N] [--max-write-bytes B]
+  --dir DIR             directory on the disk to measure (default target/bench-data); a subdirectory
+                        storage-bench-PID is created there and deleted at the end
+  --seconds S           length of each measured shape (default 4)
+  --depth N             appends / reads / fio iodepth in flight for the 1 MiB shapes (default 4)
+  --appenders N         concurrent appenders of the group-commit shape (default 16)
+  --max-write-bytes B   cap on the bytes one write shape writes (default 16 GiB)
+";
+
+/// Command-line settings.
+#[derive(Debug)]
+struct Args {
+    dir: PathBuf,
+    run_for: Duration,
+    depth: usize,
+    appenders: usize,
+    max_write_bytes: u64,
+}
+
+impl Args {
+    fn parse() -> BenchResult<Args> {
+        let mut args = Args {
+            dir: PathBuf::from(DEFAULT_DIR),
+            run_for: Duration::from_secs_f64(DEFAULT_SECONDS),
+            depth: DEFAULT_DEPTH,
+            appenders: DEFAULT_APPENDERS,
+            max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(arg) = it.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (arg.clone(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| it.next())
+                    .ok_or(format!("{name} needs a value"))
+            };
+            match name.as_str() {
+                // `cargo bench` passes `--bench` to benches without a harness.
+                "--bench" => {}
+                "--dir" => args.dir = PathBuf::from(value()?),
+                "--seconds" => args.run_for = Duration::try_from_secs_f64(value()?.parse()?)?,
+                "--depth" => args.depth = positive(&name, value()?.parse()?)?,
+                "--appenders" => args.appenders = positive(&name, value()?.parse()?)?,
+                "--max-write-bytes" => args.max_write_bytes = value()?.parse()?,
+                "-h" | "--help" => {
+                    print!("{USAGE}");
+                    std::process::exit(0);
+                }
+                _ => return Err(format!("unknown argument {arg:?}\n{USAGE}").into()),
+            }
+        }
+        Ok(args)
+    }
+}
+
+fn positive(name: &str, n: usize) -> BenchResult<usize> {
+    if n == 0 {
+        return Err(format!("{name} must be at least 1").into());
+    }
+    Ok(n)
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+impl Latency {
+    fn of(hist: &Histogram<u64>) -> Latency {
+        let us = |q| hist.value_at_quantile(q) as f64 / 1e3;
+        Latency {
+            p50: us(0.50),
+            p99: us(0.99),
+            p999: us(0.999),
+        }
+    }
+}
+
+impl Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.0}/{:.0}/{:.0} µs", self.p50, self.p99, self.p999)
+    }
+}
+
+/// What one measured strata shape moved, and how long it took.
+#[derive(Debug)]
+struct Run {
+    bytes: u64,
+    ops: u64,
+    elapsed: Duration,
+    latency: Option<Latency>,
+}
+
+impl Run {
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / MB / self.elapsed.as_secs_f64()
+    }
+
+    fn ops_per_s(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// The figures of one fio job.
+#[derive(Debug)]
+struct FioReport {
+    bytes_per_s: f64,
+    ios_per_s: f64,
+    /// Completion latency of the job's reads or writes.
+    io_latency: Option<Latency>,
+    /// Latency of its `fdatasync`s, when it issued any.
+    sync_latency: Option<Latency>,
+}
+
+impl FioReport {
+    fn mb_per_s(&self) -> f64 {
+        self.bytes_per_s / MB
+    }
+}
+
+/// One sequential fio job on a fresh file, through io_uring with O_DIRECT.
+#[derive(Debug, Clone, Copy)]
+struct FioJob {
+    name: &'static str,
+    read: bool,
+    block: u64,
+    depth: usize,
+    fdatasync_every: Option<usize>,
+    /// File size; fio writes it once, or loops over it when `run_for` is set.
+    size: u64,
+    run_for: Option<Duration>,
+}
+
+/// The benchmark's own directory under `--dir`, deleted with everything in it when dropped.
+struct Scratch {
+    path: PathBuf,
+    /// `--dir` itself, when this run created it (removed too if left empty).
+    created_root: Option<PathBuf>,
+}
+
+impl Scratch {
+    fn create(root: &Path) -> BenchResult<Scratch> {
+        let created_root = (!root.exists()).then(|| root.to_path_buf());
+        let path = root.join(format!("storage-bench-{}", std::process::id()));
+        fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(Scratch { path, created_root })
+    }
+
+    /// An empty subdirectory path for one shape (the log or fio creates it).
+    fn fresh(&self, name: &str) -> PathBuf {
+        let p = self.path.join(name);
+        remove(&p);
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        remove(&self.path);
+        if let Some(root) = &self.created_root {
+            let _ = fs::remove_dir(root);
+        }
+    }
+}
+
+/// Deletes a file or directory tree if it exists.
+fn remove(path: &Path) {
+    let _ = fs::remove_dir_all(path).or_else(|_| fs::remove_file(path));
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("storage bench failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> BenchResult<()> {
+    let args = Args::parse()?;
+    init_logging();
+    preflight::ensure(&Requirements {
+        executors: 1,
+        io_memory_bytes: IO_MEMORY_BYTES,
+    })?;
+    let scratch = Scratch::create(&args.dir)?;
+    let fio = fio_version();
+    print_header(&args, &scratch, fio.as_deref());
+    let fio_on = fio.is_some();
+    let mut rows = Vec::new();
+
+    let never = bench_append_throughput(&args, &scratch, FsyncPolicy::Never)?;
+    let fio_write = fio_on
+        .then(|| fio_write_like(&args, &scratch, &never, None))
+        .transpose()?;
+    rows.push(throughput_row(
+        format!("append 1 MiB batches, never, {} in flight", args.depth),
+        &never,
+        fio_write.as_ref(),
+        "target ≥ 0.90 of fio",
+    ));
+
+    let always = bench_append_throughput(&args, &scratch, FsyncPolicy::Always)?;
+    let fio_sync = fio_on
+        .then(|| fio_write_like(&args, &scratch, &always, Some(args.depth)))
+        .transpose()?;
+    rows.push(throughput_row(
+        format!("append 1 MiB batches, always, {} in flight", args.depth),
+        &always,
+        fio_sync.as_ref(),
+        &format!("fio: fdatasync every {} writes", args.depth),
+    ));
+
+    let read = bench_cold_read(&args, &scratch)?;
+    let fio_read = fio_on.then(|| fio_read_like(&args, &scratch)).transpose()?;
+    rows.push(throughput_row(
+        format!("cold read, 1 MiB reads, {} in flight", args.depth),
+        &read,
+        fio_read.as_ref(),
+        "",
+    ));
+
+    let one = bench_group_commit(&args, &scratch, 1)?;
+    let fio_one = fio_on
+        .then(|| fio_sync_writes(&args, &scratch, 1))
+        .transpose()?;
+    let many = bench_group_commit(&args, &scratch, args.appenders)?;
+    let fio_many = fio_on
+        .then(|| fio_sync_writes(&args, &scratch, args.appenders))
+        .transpose()?;
+    rows.push(rate_row(
+        "4 KiB appends, always, 1 appender".into(),
+        &one,
+        fio_one.as_ref(),
+        "fio: 4 KiB write + fdatasync, qd 1",
+    ));
+    rows.push(rate_row(
+        format!("4 KiB appends, always, {} appenders", args.appenders),
+        &many,
+        fio_many.as_ref(),
+        &format!("fio: qd {0}, fdatasync every {0} writes", args.appenders),
+    ));
+    rows.extend(group_commit_rows(
+        &args,
+        &one,
+        &many,
+        fio_one.as_ref(),
+        fio_many.as_ref(),
+    ));
+
+    print_table(&rows);
+    if !fio_on {
+        println!("\nfio was not found: only strata's figures are shown (scripts/bench-storage.sh installs fio).");
+    }
+    Ok(())
+}
+
+/// Shows warnings (from strata, and glommio's through `log`) unless RUST_LOG says otherwise.
+fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn print_header(args: &Args, scratch: &Scratch, fio: Option<&str>) {
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("strata storage bench");
+    println!("  directory   {}", scratch.path.display());
+    println!("  kernel      {}", kernel.trim());
+    println!("  fio         {}", fio.unwrap_or("not found"));
+    println!(
+        "  shapes      {:.1} s each; 1 MiB batches = {RECORDS_PER_BATCH} records × {RECORD_BYTES} B; \
+         {SMALL_BATCH_BYTES} B batches for group commit; MB = 10^6 B",
+        args.run_for.as_secs_f64()
+    );
+    println!();
+}
+
+/// Runs one strata shape on a fresh executor of its own.
+fn on_executor<T>(
+    name: &str,
+    fut: impl Future<Output = strata::storage::Result<T>>,
+) -> BenchResult<T> {
+    Ok(run_local(name, fut)??)
+}
+
+/// Settings of every benchmark log: nothing is deleted by age (batches carry fixed timestamps).
+fn log_config(fsync: FsyncPolicy) -> LogConfig {
+    LogConfig {
+        fsync,
+        retention_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+/// Milliseconds since the epoch, the timestamp of the benchmark records.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One valid batch of `records` records of `value_bytes` bytes each, no keys.
+fn batch(records: usize, value_bytes: usize) -> BytesMut {
+    let value: Vec<u8> = (0..value_bytes).map(|i| (i * 131 % 251) as u8).collect();
+    let mut b = BatchBuilder::with_capacity(records * (value_bytes + 16) + 128);
+    let ts = now_ms();
+    for _ in 0..records {
+        b.append(ts, None, Some(&value), &[]);
+    }
+    b.finish()
+}
+
+/// The ~1 MiB batch of the throughput shapes.
+fn large_batch() -> BytesMut {
+    batch(RECORDS_PER_BATCH, RECORD_BYTES)
+}
+
+/// A one-record batch of exactly `SMALL_BATCH_BYTES` bytes, so each lands on whole blocks.
+fn small_batch() -> BytesMut {
+    let overhead = batch(1, 0).len() + 4; // + the value's and record's longer varints
+    let b = batch(1, SMALL_BATCH_BYTES - overhead);
+    let b = batch(
+        1,
+        SMALL_BATCH_BYTES - overhead + SMALL_BATCH_BYTES - b.len(),
+    );
+    assert_eq!(b.len(), SMALL_BATCH_BYTES, "small batch size");
+    b
+}
+
+/// Appends copies of `template` from `appenders` concurrent appenders until `run_for` has
+/// passed or `max_bytes` more would be appended, recording each append's latency.
+async fn drive_appends(
+    log: &PartitionLog,
+    template: &[u8],
+    appenders: usize,
+    run_for: Duration,
+    max_bytes: u64,
+) -> strata::storage::Result<Run> {
+    let budget = Cell::new(max_bytes / template.len() as u64);
+    let start = Instant::now();
+    let deadline = start + run_for;
+    let appender = || async {
+        let mut hist = new_histogram();
+        while Instant::now() < deadline && budget.get() > 0 {
+            budget.set(budget.get() - 1);
+            let batch = BytesMut::from(template);
+            let t = Instant::now();
+            log.append(batch).await?;
+            hist.saturating_record(t.elapsed().as_nanos() as u64);
+        }
+        Ok::<_, strata::storage::StorageError>(hist)
+    };
+    let hists = try_join_all((0..appenders).map(|_| appender())).await?;
+    let elapsed = start.elapsed();
+    let mut all = new_histogram();
+    for h in &hists {
+        all.add(h).expect("histograms share their bounds");
+    }
+    let ops = all.len();
+    Ok(Run {
+        bytes: ops * template.len() as u64,
+        ops,
+        elapsed,
+        latency: Some(Latency::of(&all)),
+    })
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_NS, LATENCY_SIGNIFICANT_DIGITS)
+        .expect("valid histogram bounds")
+}
+
+/// Opens a fresh log, appends to it as `drive_appends` does, and closes it (not timed).
+async fn append_to_fresh_log(
+    dir: PathBuf,
+    config: LogConfig,
+    template: BytesMut,
+    appenders: usize,
+    run_for: Duration,
+    max_bytes: u64,
+) -> strata::storage::Result<Run> {
+    let log = PartitionLog::open(&dir, config).await?;
+    let run = drive_appends(&log, &template, appenders, run_for, max_bytes).await?;
+    log.close().await?;
+    Ok(run)
+}
+
+/// Shapes 1 and 2: 1 MiB batches, `--depth` in flight, on a fresh log.
+fn bench_append_throughput(args: &Args, scratch: &Scratch, fsync: FsyncPolicy) -> BenchResult<Run> {
+    let dir = scratch.fresh(&format!("append-{fsync}"));
+    let fut = append_to_fresh_log(
+        dir.clone(),
+        log_config(fsync),
+        large_batch(),
+        args.depth,
+        args.run_for,
+        args.max_write_bytes,
+    );
+    let run = on_executor("bench-append", fut)?;
+    remove(&dir);
+    println!(
+        "strata  append 1 MiB batches, fsync {fsync:<6}: {:8.1} MB/s  {:7.0} appends/s  latency p50/p99/p99.9 {}",
+        run.mb_per_s(),
+        run.ops_per_s(),
+        run.latency.expect("appends record latency")
+    );
+    Ok(run)
+}
+
+/// Shape 4: `SMALL_BATCH_BYTES` batches under `Always` from `appenders` appenders.
+fn bench_group_commit(args: &Args, scratch: &Scratch, appenders: usize) -> BenchResult<Run> {
+    let dir = scratch.fresh(&format!("group-commit-{appenders}"));
+    let fut = append_to_fresh_log(
+        dir.clone(),
+        log_config(FsyncPolicy::Always),
+        small_batch(),
+        appenders,
+        args.run_for,
+        args.max_write_bytes,
+    );
+    let run = on_executor("bench-group-commit", fut)?;
+    remove(&dir);
+    println!(
+        "strata  4 KiB appends, always, {appenders:2} appender(s): {:8.0} appends/s  latency p50/p99/p99.9 {}",
+        run.ops_per_s(),
+        run.latency.expect("appends record latency")
+    );
+    Ok(run)
+}
+
+/// Shape 3: writes `READ_SET_BYTES` in `READ_SEGMENT_BYTES` segments, then reads it back cold.
+fn bench_cold_read(args: &Args, scratch: &Scratch) -> BenchResult<Run> {
+    let dir = scratch.fresh("cold-read");
+    let config = LogConfig {
+        segment_bytes: READ_SEGMENT_BYTES,
+        ..log_config(FsyncPolicy::Never)
+    };
+    let fill = append_to_fresh_log(
+        dir.clone(),
+        config.clone(),
+        large_batch(),
+        args.depth,
+        READ_FILL_LIMIT,
+        READ_SET_BYTES,
+    );
+    on_executor("bench-read-fill", fill)?;
+    let cold = LogConfig {
+        cache_bytes: 0,
+        ..config
+    };
+    let run = on_executor(
+        "bench-read",
+        read_log(dir.clone(), cold, args.depth, args.run_for),
+    )?;
+    remove(&dir);
+    println!(
+        "strata  cold read, 1 MiB reads              : {:8.1} MB/s  {:7.0} reads/s    latency p50/p99/p99.9 {}",
+        run.mb_per_s(),
+        run.ops_per_s(),
+        run.latency.expect("reads record latency")
+    );
+    Ok(run)
+}
+
+/// Reopens the log in `dir` and reads it from `readers` concurrent readers, each taking the next
+/// unread range, from offset 0 to the end and around again until `run_for` has passed.
+async fn read_log(
+    dir: PathBuf,
+    config: LogConfig,
+    readers: usize,
+    run_for: Duration,
+) -> strata::storage::Result<Run> {
+    let log = PartitionLog::open(&dir, config).await?;
+    let end = log.high_watermark();
+    let batch_bytes = large_batch().len();
+    // Every batch holds RECORDS_PER_BATCH offsets and a read returns whole batches up to
+    // READ_MAX_BYTES (at least one), so this is exactly the offsets one read covers.
+    let stride = (READ_MAX_BYTES / batch_bytes).max(1) as i64 * RECORDS_PER_BATCH as i64;
+    let cursor = Cell::new(0i64);
+    let start = Instant::now();
+    let deadline = start + run_for;
+    let reader = || async {
+        let (mut bytes, mut hist) = (0u64, new_histogram());
+        while Instant::now() < deadline {
+            let offset = cursor.get();
+            cursor.set(if offset + stride >= end {
+                0
+            } else {
+                offset + stride
+            });
+            let t = Instant::now();
+            let batches = log.read(offset, READ_MAX_BYTES).await?;
+            hist.saturating_record(t.elapsed().as_nanos() as u64);
+            bytes += batches.iter().map(|b| b.len() as u64).sum::<u64>();
+        }
+        Ok::<_, strata::storage::StorageError>((bytes, hist))
+    };
+    let results = try_join_all((0..readers).map(|_| reader())).await?;
+    let elapsed = start.elapsed();
+    let mut all = new_histogram();
+    let mut bytes = 0;
+    for (b, h) in &results {
+        bytes += b;
+        all.add(h).expect("histograms share their bounds");
+    }
+    log.close().await?;
+    Ok(Run {
+        bytes,
+        ops: all.len(),
+        elapsed,
+        latency: Some(Latency::of(&all)),
+    })
+}
+
+/// `fio --version`, or `None` when fio cannot be run.
+fn fio_version() -> Option<String> {
+    let out = Command::new("fio").arg("--version").output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// fio writing as many bytes as the strata `run` appended, sequentially in 1 MiB blocks.
+fn fio_write_like(
+    args: &Args,
+    scratch: &Scratch,
+    run: &Run,
+    fdatasync_every: Option<usize>,
+) -> BenchResult<FioReport> {
+    let job = FioJob {
+        name: if fdatasync_every.is_some() {
+            "seq-write-fdatasync"
+        } else {
+            "seq-write"
+        },
+        read: false,
+        block: FIO_BLOCK_BYTES,
+        depth: args.depth,
+        fdatasync_every,
+        size: run.bytes.div_ceil(FIO_BLOCK_BYTES).max(1) * FIO_BLOCK_BYTES,
+        run_for: None,
+    };
+    run_fio(scratch, &job)
+}
+
+/// fio reading a file of `READ_SET_BYTES` sequentially in 1 MiB blocks (laid out first).
+fn fio_read_like(args: &Args, scratch: &Scratch) -> BenchResult<FioReport> {
+    let job = FioJob {
+        name: "seq-read",
+        read: true,
+        block: FIO_BLOCK_BYTES,
+        depth: args.depth,
+        fdatasync_every: None,
+        size: READ_SET_BYTES,
+        run_for: Some(args.run_for),
+    };
+    run_fio(scratch, &job)
+}
+
+/// fio writing 4 KiB blocks at queue depth `depth` with an `fdatasync` every `depth` writes.
+fn fio_sync_writes(args: &Args, scratch: &Scratch, depth: usize) -> BenchResult<FioReport> {
+    let job = FioJob {
+        name: "sync-write-4k",
+        read: false,
+        block: SMALL_BATCH_BYTES as u64,
+        depth,
+        fdatasync_every: Some(depth),
+        size: FIO_SMALL_FILE_BYTES,
+        run_for: Some(args.run_for),
+    };
+    run_fio(scratch, &job)
+}
+
+/// Runs `job` on a fresh file in the scratch directory, deletes the file, and parses the report.
+fn run_fio(scratch: &Scratch, job: &FioJob) -> BenchResult<FioReport> {
+    let file = scratch.fresh(&format!("fio-{}", job.name));
+    let mut cmd = Command::new("fio");
+    cmd.arg(format!("--name={}", job.name))
+        // fio splits --filename on ':'.
+        .arg(format!(
+            "--filename={}",
+            file.display().to_string().replace(':', "\\:")
+        ))
+        .args(["--ioengine=io_uring", "--direct=1", "--output-format=json"])
+        .arg(format!("--rw={}", if job.read { "read" } else { "write" }))
+        .arg(format!("--bs={}", job.block))
+        .arg(format!("--iodepth={}", job.depth))
+        .arg(format!("--size={}", job.size));
+    if let Some(n) = job.fdatasync_every {
+        cmd.arg(format!("--fdatasync={n}"));
+    }
+    if let Some(t) = job.run_for {
+        cmd.arg(format!("--runtime={}ms", t.as_millis()))
+            .arg("--time_based");
+    }
+    let out = cmd.output();
+    remove(&file);
+    let out = out.map_err(|e| format!("cannot run fio: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "fio {} failed: {}",
+            job.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
+    }
+    let report = parse_fio(&String::from_utf8_lossy(&out.stdout), job.read)?;
+    print_fio(job, &report);
+    Ok(report)
+}
+
+fn print_fio(job: &FioJob, r: &FioReport) {
+    let sync = job
+        .fdatasync_every
+        .map_or(String::new(), |n| format!(", fdatasync/{n}"));
+    let shape = format!(
+        "{} {} KiB, qd {}{sync}",
+        if job.read { "read" } else { "write" },
+        job.block / KIB,
+        job.depth
+    );
+    let lat = |l: Option<Latency>| l.map_or("-".to_string(), |l| l.to_string());
+    println!(
+        "fio     {shape:<35}: {:8.1} MB/s  {:7.0} IOs/s      clat {}  fdatasync {}",
+        r.mb_per_s(),
+        r.ios_per_s,
+        lat(r.io_latency),
+        lat(r.sync_latency)
+    );
+}
+
+/// Reads fio's `--output-format=json` report of a single job.
+fn parse_fio(stdout: &str, read: bool) -> BenchResult<FioReport> {
+    let json = stdout
+        .find('{')
+        .map(|i| &stdout[i..])
+        .ok_or("no JSON in fio's output")?;
+    let report: Value = serde_json::from_str(json)?;
+    let job = &report["jobs"][0];
+    if job["error"].as_i64() != Some(0) {
+        return Err(format!("fio reported error {}", job["error"]).into());
+    }
+    let io = &job[if read { "read" } else { "write" }];
+    let number = |v: &Value| {
+        v.as_f64()
+            .ok_or_else(|| format!("fio's report lacks a number: {v}"))
+    };
+    Ok(FioReport {
+        bytes_per_s: number(&io["bw_bytes"])?,
+        ios_per_s: number(&io["iops"])?,
+        io_latency: fio_latency(&io["clat_ns"]),
+        sync_latency: fio_latency(&job["sync"]["lat_ns"]),
+    })
+}
+
+/// Percentiles of one of fio's `*_ns` latency objects, when it recorded any.
+fn fio_latency(v: &Value) -> Option<Latency> {
+    if v["N"].as_u64().unwrap_or(0) == 0 {
+        return None;
+    }
+    let us = |key: &str| v["percentile"][key].as_f64().map(|ns| ns / 1e3);
+    Some(Latency {
+        p50: us("50.000000")?,
+        p99: us("99.000000")?,
+        p999: us("99.900000")?,
+    })
+}
+
+/// One line of the summary table.
+struct Row {
+    shape: String,
+    strata: String,
+    fio: String,
+    ratio: String,
+    note: String,
+}
+
+fn ratio(strata: f64, fio: f64) -> String {
+    format!("{:.2}", strata / fio)
+}
+
+fn throughput_row(shape: String, run: &Run, fio: Option<&FioReport>, note: &str) -> Row {
+    Row {
+        shape,
+        strata: format!("{:.0} MB/s", run.mb_per_s()),
+        fio: fio.map_or("-".into(), |f| format!("{:.0} MB/s", f.mb_per_s())),
+        ratio: fio.map_or("-".into(), |f| ratio(run.mb_per_s(), f.mb_per_s())),
+        note: note.into(),
+    }
+}
+
+fn rate_row(shape: String, run: &Run, fio: Option<&FioReport>, note: &str) -> Row {
+    Row {
+        shape,
+        strata: format!("{:.0} /s", run.ops_per_s()),
+        fio: fio.map_or("-".into(), |f| format!("{:.0} /s", f.ios_per_s)),
+        ratio: fio.map_or("-".into(), |f| ratio(run.ops_per_s(), f.ios_per_s)),
+        note: note.into(),
+    }
+}
+
+/// The gain of group commit and the append latencies, beside the disk's own sync latency.
+fn group_commit_rows(
+    args: &Args,
+    one: &Run,
+    many: &Run,
+    fio_one: Option<&FioReport>,
+    fio_many: Option<&FioReport>,
+) -> Vec<Row> {
+    let gain = |a: f64, b: f64| format!("{:.1}x", a / b);
+    let latency = |r: &Run| r.latency.expect("appends record latency").to_string();
+    // fio times a write and its fdatasync apart: add them for the whole operation.
+    let fio_op = |f: &FioReport| match (f.io_latency, f.sync_latency) {
+        (Some(w), Some(s)) => format!(
+            "{:.0}+{:.0}/{:.0}+{:.0}/{:.0}+{:.0} µs",
+            w.p50, s.p50, w.p99, s.p99, w.p999, s.p999
+        ),
+        _ => "-".into(),
+    };
+    vec![
+        Row {
+            shape: format!("group commit gain, {} vs 1 appender", args.appenders),
+            strata: gain(many.ops_per_s(), one.ops_per_s()),
+            fio: match (fio_one, fio_many) {
+                (Some(a), Some(b)) => gain(b.ios_per_s, a.ios_per_s),
+                _ => "-".into(),
+            },
+            ratio: String::new(),
+            note: "target ≥ 8x".into(),
+        },
+        Row {
+            shape: format!("append latency p50/p99/p99.9, {} appenders", args.appenders),
+            strata: latency(many),
+            fio: fio_many.map_or("-".into(), fio_op),
+            ratio: String::new(),
+            note: "fio: write+fdatasync".into(),
+        },
+        Row {
+            shape: "append latency p50/p99/p99.9, 1 appender".into(),
+            strata: latency(one),
+            fio: fio_one.map_or("-".into(), fio_op),
+            ratio: String::new(),
+            note: "fio: write+fdatasync".into(),
+        },
+    ]
+}
+
+fn print_table(rows: &[Row]) {
+    let header = Row {
+        shape: "shape".into(),
+        strata: "strata".into(),
+        fio: "fio".into(),
+        ratio: "strata/fio".into(),
+        note: String::new(),
+    };
+    let width = |f: fn(&Row) -> &String| {
+        rows.iter()
+            .chain([&header])
+            .map(|r| f(r).chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (ws, wt, wf, wr) = (
+        width(|r| &r.shape),
+        width(|r| &r.strata),
+        width(|r| &r.fio),
+        width(|r| &r.ratio),
+    );
+    println!();
+    for r in [&header].into_iter().chain(rows) {
+        println!(
+            "{:<ws$}  {:>wt$}  {:>wf$}  {:>wr$}  {}",
+            r.shape, r.strata, r.fio, r.ratio, r.note
+        );
+    }
+}
