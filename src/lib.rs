@@ -2,7 +2,11 @@
 
 pub mod cli;
 pub mod demo;
+pub mod metadata;
 pub mod preflight;
+pub mod protocol;
 pub mod record;
 pub mod runtime;
+pub mod server;
+pub mod shard;
 pub mod storage;

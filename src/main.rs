@@ -12,6 +12,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a broker: pinned shards serving topics over the native protocol.
+    Broker(strata::server::BrokerArgs),
     /// Append to one partition log, read it back verified, and print what it measured.
     LogDemo(strata::cli::log_demo::LogDemoArgs),
 }
@@ -20,6 +22,7 @@ fn main() {
     let cli = Cli::parse();
     strata::cli::init_logging();
     let result = match cli.command {
+        Command::Broker(args) => strata::server::run(args),
         Command::LogDemo(args) => {
             strata::cli::preflight(1).and_then(|()| strata::cli::log_demo::run(args))
         }

@@ -1,0 +1,401 @@
+//! One client connection: frames in, requests dispatched as they arrive (pipelined), responses
+//! out in request order. A malformed or oversized frame gets an error response and closes this
+//! connection only.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::{select, Either};
+use futures::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
+use glommio::channels::local_channel::{self, LocalReceiver};
+use glommio::net::TcpStream;
+use glommio::Task;
+use tracing::debug;
+
+use crate::protocol::{
+    Acks, ApiKey, ApiVersionRange, ErrorCode, Frame, FrameDecoder, FrameError, MetadataResponse,
+    PartitionMetadata, Request, RequestBody, Response, ResponseBody, ShardEndpoint, TopicMetadata,
+    API_VERSION,
+};
+use crate::record::{next_batch_len, validate_batch};
+
+use super::msg::{Answer, OpError, OpResult, PartitionOp, ShardMsg};
+use super::shard::DataShard;
+
+/// Requests of one connection being worked on at once; more wait in the socket buffer.
+pub const MAX_IN_FLIGHT: usize = 128;
+/// Bytes read from the socket per read call at least.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Correlation id of the error sent for a frame whose header could not be read.
+const UNKNOWN_CORRELATION_ID: u32 = 0;
+
+/// A finished request, ready to be written. Invariant: `close` replies are the last one queued.
+struct Reply {
+    correlation_id: u32,
+    result: OpResult,
+    /// Close the connection after writing this reply.
+    close: bool,
+    /// Write nothing at all (a produce with acks = none).
+    silent: bool,
+}
+
+impl Reply {
+    fn now(correlation_id: u32, result: OpResult) -> Task<Reply> {
+        glommio::spawn_local(async move {
+            Reply {
+                correlation_id,
+                result,
+                close: false,
+                silent: false,
+            }
+        })
+    }
+
+    fn fatal(correlation_id: u32, code: ErrorCode, message: String) -> Task<Reply> {
+        let result = Err(OpError::new(code, message));
+        glommio::spawn_local(async move {
+            Reply {
+                correlation_id,
+                result,
+                close: true,
+                silent: false,
+            }
+        })
+    }
+}
+
+pub async fn serve(shard: Rc<DataShard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let (mut reader, writer) = stream.split();
+    let (tx, rx) = local_channel::new_bounded::<Task<Reply>>(MAX_IN_FLIGHT);
+    let writer = glommio::spawn_local(write_loop(writer, rx));
+    let decoder = FrameDecoder::new(shard.config.max_frame_bytes);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    'conn: loop {
+        loop {
+            let next = match decoder.decode(&mut buf) {
+                Ok(Some(Frame { header, payload })) => dispatch(&shard, header, payload),
+                Ok(None) => break,
+                Err(e) => {
+                    let code = match e {
+                        FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+                        _ => ErrorCode::MalformedRequest,
+                    };
+                    debug!(?peer, error = %e, "bad frame; closing the connection");
+                    let _ = tx
+                        .send(Reply::fatal(UNKNOWN_CORRELATION_ID, code, e.to_string()))
+                        .await;
+                    break 'conn;
+                }
+            };
+            let fatal = next.1;
+            if tx.send(next.0).await.is_err() || fatal {
+                break 'conn;
+            }
+        }
+        if shard.shutdown.is_fired() {
+            break;
+        }
+        // Read more: at least a chunk, or all the next frame still needs.
+        let want = decoder
+            .needed(&buf)
+            .map_or(0, |n| n.saturating_sub(buf.len()))
+            .max(READ_CHUNK_BYTES);
+        let filled = buf.len();
+        buf.resize(filled + want, 0);
+        let read = select(
+            Box::pin(reader.read(&mut buf[filled..])),
+            Box::pin(shard.shutdown.wait()),
+        )
+        .await;
+        match read {
+            Either::Left((Ok(n), _)) if n > 0 => buf.truncate(filled + n),
+            // End of stream, a reset, or shutdown: stop reading; queued replies still go out.
+            _ => break,
+        }
+    }
+    drop(tx);
+    writer.await;
+}
+
+/// Starts the work of one request; the bool says the connection must close after it.
+fn dispatch(shard: &Rc<DataShard>, header: Bytes, payload: BytesMut) -> (Task<Reply>, bool) {
+    let req = match Request::decode(&header) {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = format!("malformed request header: {e}");
+            return (
+                Reply::fatal(UNKNOWN_CORRELATION_ID, ErrorCode::MalformedRequest, msg),
+                true,
+            );
+        }
+    };
+    let cid = req.correlation_id;
+    if req.api_version != API_VERSION {
+        let msg = format!(
+            "{:?} version {} is not supported (supported: {API_VERSION}..={API_VERSION})",
+            req.body.api_key(),
+            req.api_version
+        );
+        return (
+            Reply::now(cid, Err(OpError::new(ErrorCode::UnsupportedVersion, msg))),
+            false,
+        );
+    }
+    let shard = shard.clone();
+    let task = match req.body {
+        RequestBody::ApiVersions => Reply::now(
+            cid,
+            Ok(Answer::new(ResponseBody::ApiVersions(api_versions()))),
+        ),
+        RequestBody::Metadata { topics } => {
+            work(cid, false, async move { metadata(&shard, topics).await })
+        }
+        body @ (RequestBody::CreateTopics { .. } | RequestBody::DeleteTopics { .. }) => {
+            work(cid, false, async move {
+                let (tx, rx) = futures::channel::oneshot::channel();
+                shard
+                    .to_coordinator(ShardMsg::Admin { body, reply: tx })
+                    .await?;
+                rx.await.unwrap_or_else(|_| {
+                    Err(OpError::new(
+                        ErrorCode::ShuttingDown,
+                        "the coordinator is stopping",
+                    ))
+                })
+            })
+        }
+        RequestBody::Produce(p) => {
+            let silent = p.acks == Acks::None;
+            match split_batches(payload) {
+                Ok(batches) => work(cid, silent, async move {
+                    let op = PartitionOp::Produce {
+                        batches,
+                        timeout_ms: p.timeout_ms,
+                    };
+                    shard.partition_op(p.topic, p.partition, op).await
+                }),
+                Err(e) => Reply::now(cid, Err(e)),
+            }
+        }
+        RequestBody::Fetch(f) => work(cid, false, async move {
+            let (topic, partition) = (f.topic.clone(), f.partition);
+            shard
+                .partition_op(topic, partition, PartitionOp::Fetch(f))
+                .await
+        }),
+        RequestBody::ListOffsets(l) => work(cid, false, async move {
+            shard
+                .partition_op(l.topic, l.partition, PartitionOp::ListOffsets(l.spec))
+                .await
+        }),
+    };
+    (task, false)
+}
+
+fn work(
+    correlation_id: u32,
+    silent: bool,
+    fut: impl std::future::Future<Output = OpResult> + 'static,
+) -> Task<Reply> {
+    glommio::spawn_local(async move {
+        Reply {
+            correlation_id,
+            result: fut.await,
+            close: false,
+            silent,
+        }
+    })
+}
+
+/// Splits a produce payload into whole batches and validates each (CRC, lengths, records) on
+/// the receiving shard, before anything is appended: a request is all valid or not applied.
+fn split_batches(mut payload: BytesMut) -> Result<Vec<BytesMut>, OpError> {
+    let corrupt = |i: usize, e: &dyn std::fmt::Display| {
+        OpError::new(
+            ErrorCode::CorruptBatch,
+            format!("batch {i} of the payload: {e}"),
+        )
+    };
+    let mut batches = Vec::new();
+    while !payload.is_empty() {
+        let i = batches.len();
+        let len = match next_batch_len(&payload) {
+            Ok(Some(len)) if len <= payload.len() => len,
+            Ok(_) => {
+                return Err(OpError::new(
+                    ErrorCode::CorruptBatch,
+                    format!(
+                        "batch {i} of the payload is cut short: {} bytes left",
+                        payload.len()
+                    ),
+                ))
+            }
+            Err(e) => return Err(corrupt(i, &e)),
+        };
+        let batch = payload.split_to(len);
+        validate_batch(&batch).map_err(|e| corrupt(i, &e))?;
+        batches.push(batch);
+    }
+    if batches.is_empty() {
+        return Err(OpError::new(
+            ErrorCode::InvalidRequest,
+            "produce payload holds no record batch",
+        ));
+    }
+    Ok(batches)
+}
+
+fn api_versions() -> Vec<ApiVersionRange> {
+    [
+        ApiKey::ApiVersions,
+        ApiKey::Metadata,
+        ApiKey::CreateTopics,
+        ApiKey::DeleteTopics,
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+    ]
+    .into_iter()
+    .map(|api| ApiVersionRange {
+        api,
+        min_version: API_VERSION,
+        max_version: API_VERSION,
+    })
+    .collect()
+}
+
+async fn metadata(shard: &DataShard, topics: Vec<String>) -> OpResult {
+    let catalog = shard.catalog();
+    let stats = shard.all_stats().await;
+    let names: Vec<String> = if topics.is_empty() {
+        catalog.topics().map(|t| t.name.clone()).collect()
+    } else {
+        topics
+    };
+    let topics = names
+        .into_iter()
+        .map(|name| match catalog.get(&name) {
+            None => TopicMetadata {
+                message: Some(format!("unknown topic {name:?}")),
+                name,
+                error: ErrorCode::UnknownTopic,
+                partitions: Vec::new(),
+                retention_bytes: None,
+                retention_ms: None,
+                segment_bytes: None,
+            },
+            Some(t) => TopicMetadata {
+                partitions: (0..t.config.partitions)
+                    .map(|p| {
+                        let s = stats.get(&(name.clone(), p));
+                        PartitionMetadata {
+                            partition: p,
+                            shard: shard.owner(&name, p),
+                            earliest_offset: s.map_or(0, |s| s.earliest_offset),
+                            high_watermark: s.map_or(0, |s| s.high_watermark),
+                        }
+                    })
+                    .collect(),
+                name,
+                error: ErrorCode::None,
+                message: None,
+                retention_bytes: t.config.retention_bytes,
+                retention_ms: t.config.retention_ms,
+                segment_bytes: t.config.segment_bytes,
+            },
+        })
+        .collect();
+    let host = shard.config.listen.ip().to_string();
+    let shards = (0..shard.shard_count)
+        .map(|s| ShardEndpoint {
+            shard: s,
+            host: host.clone(),
+            port: shard.config.shard_port(s),
+        })
+        .collect();
+    Ok(Answer::new(ResponseBody::Metadata(MetadataResponse {
+        host,
+        port: shard.config.listen.port(),
+        shard_count: shard.shard_count,
+        shards,
+        topics,
+    })))
+}
+
+/// Writes replies in request order: the response header, then the payload slices as they are
+/// (record batches from the log or the cache, never copied into the header buffer).
+async fn write_loop(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<Task<Reply>>) {
+    while let Some(task) = rx.recv().await {
+        let reply = task.await;
+        if reply.silent {
+            continue;
+        }
+        let (response, payload) = match reply.result {
+            Ok(Answer { body, payload }) => (
+                Response {
+                    correlation_id: reply.correlation_id,
+                    error: ErrorCode::None,
+                    message: None,
+                    body: Some(body),
+                },
+                payload,
+            ),
+            Err(OpError { code, message }) => (
+                Response {
+                    correlation_id: reply.correlation_id,
+                    error: code,
+                    message: Some(message),
+                    body: None,
+                },
+                Vec::new(),
+            ),
+        };
+        let payload_len: usize = payload.iter().map(|b| b.len()).sum();
+        let head = response.encode_frame(payload_len);
+        let mut ok = writer.write_all(&head).await.is_ok();
+        for part in &payload {
+            ok = ok && writer.write_all(part).await.is_ok();
+        }
+        if !ok || reply.close {
+            break;
+        }
+    }
+    let _ = writer.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::demo_batch;
+
+    #[test]
+    fn produce_payloads_split_into_validated_batches() {
+        let mut payload = BytesMut::new();
+        payload.extend_from_slice(&demo_batch(0, 2, 10));
+        payload.extend_from_slice(&demo_batch(1, 3, 10));
+        let batches = split_batches(payload.clone()).unwrap();
+        assert_eq!(batches.len(), 2);
+        let mut cut = payload.clone();
+        cut.truncate(payload.len() - 1);
+        assert!(split_batches(cut)
+            .unwrap_err()
+            .message
+            .contains("cut short"));
+        let mut bad = payload.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        let err = split_batches(bad).unwrap_err();
+        assert_eq!(err.code, ErrorCode::CorruptBatch);
+        assert!(
+            err.message.starts_with("batch 1 of the payload"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            split_batches(BytesMut::new()).unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
+    }
+}
