@@ -1,6 +1,7 @@
 //! strata: a thread-per-core message broker. See ARCHITECTURE.md for the map.
 
 pub mod cli;
+pub mod client;
 pub mod demo;
 pub mod metadata;
 pub mod preflight;
