@@ -12,7 +12,9 @@ use glommio::channels::channel_mesh::Senders;
 use glommio::channels::local_channel;
 use tracing::{info, warn};
 
-use crate::metadata::{topic_dir, Catalog, CatalogError, CatalogStore, TopicConfig};
+use crate::metadata::{
+    orphan_topic_dirs, topic_dir, Catalog, CatalogError, CatalogStore, TopicConfig,
+};
 use crate::protocol::{ErrorCode, RequestBody, ResponseBody, TopicResult, TopicSpec};
 use crate::shard::ShardContext;
 
@@ -34,6 +36,7 @@ pub async fn run(
     } = ctx;
     let store = CatalogStore::new(&config.data_dir);
     let mut catalog = store.load().map_err(|e| format!("coordinator: {e}"))?;
+    remove_orphans(&config.data_dir, &catalog)?;
     broadcast(&senders, shard_count, &catalog)
         .await
         .map_err(|e| format!("coordinator: {e}"))?;
@@ -81,6 +84,20 @@ pub async fn run(
         }
     }
     info!("coordinator stopped");
+    Ok(())
+}
+
+/// Deletes the directories of topics the catalog no longer holds: a crash between saving a
+/// deletion and removing its files leaves them, and a topic re-created under the same name must
+/// not find the old records.
+fn remove_orphans(data_dir: &std::path::Path, catalog: &Catalog) -> Result<(), String> {
+    let orphans = orphan_topic_dirs(data_dir, catalog)
+        .map_err(|e| format!("coordinator: cannot list topic directories: {e}"))?;
+    for dir in orphans {
+        warn!(dir = %dir.display(), "removing the files of a deleted topic");
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| format!("coordinator: cannot remove {}: {e}", dir.display()))?;
+    }
     Ok(())
 }
 

@@ -207,7 +207,9 @@ impl PartitionLog {
     /// Opens (creating if needed) the log in `dir`, recovering it: every segment is validated
     /// from its last good index entry; a torn tail of the active segment is cut off and logged.
     pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<PartitionLog> {
-        let dir = dir.as_ref().to_path_buf();
+        // glommio's `Directory::open` fails with EBADF on a relative path: work with absolute ones.
+        let dir = std::path::absolute(dir.as_ref())
+            .map_err(|e| StorageError::io("resolving", dir.as_ref(), e))?;
         config.validate().map_err(StorageError::Config)?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| StorageError::io("creating directory", &dir, e))?;
