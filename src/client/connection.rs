@@ -25,87 +25,17 @@ const READ_CHUNK_BYTES: usize = 256 * 1024;
 /// How long `connect` waits for the TCP handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection. Invariant: `in_flight` lists, oldest first, the requests sent whose response
-/// has not been read (produces with `Acks::None` get none and are not listed).
-pub struct Connection {
+/// The sending half of a connection: frames requests and writes them with their payload.
+pub struct RequestWriter {
     addr: SocketAddr,
     stream: TcpStream,
-    recv: BytesMut,
-    decoder: FrameDecoder,
     client_id: Option<String>,
     next_correlation_id: u32,
-    in_flight: VecDeque<(u32, ApiKey)>,
 }
 
-impl Connection {
-    /// Connects to `addr` (`HOST:PORT`), trying each address it resolves to.
-    pub fn connect(addr: &str) -> Result<Connection, ClientError> {
-        let connect_err = |source| ClientError::Connect {
-            addr: addr.to_string(),
-            source,
-        };
-        let mut last = None;
-        for candidate in addr.to_socket_addrs().map_err(connect_err)? {
-            match TcpStream::connect_timeout(&candidate, CONNECT_TIMEOUT) {
-                Ok(stream) => return Connection::from_stream(stream),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(connect_err(last.unwrap_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "the address resolves to nothing",
-            )
-        })))
-    }
-
-    fn from_stream(stream: TcpStream) -> Result<Connection, ClientError> {
-        let addr = stream.peer_addr().map_err(|source| ClientError::Connect {
-            addr: "?".into(),
-            source,
-        })?;
-        // Small requests must not wait for delayed ACKs (Nagle).
-        stream
-            .set_nodelay(true)
-            .map_err(|source| ClientError::Io { addr, source })?;
-        Ok(Connection {
-            addr,
-            stream,
-            recv: BytesMut::with_capacity(READ_CHUNK_BYTES),
-            decoder: FrameDecoder::new(MAX_RESPONSE_FRAME_BYTES),
-            client_id: None,
-            next_correlation_id: 1,
-            in_flight: VecDeque::new(),
-        })
-    }
-
-    /// Names this client in every request (the broker logs it).
-    pub fn with_client_id(mut self, id: impl Into<String>) -> Connection {
-        self.client_id = Some(id.into());
-        self
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Requests sent whose response has not been read yet.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
-
-    /// Bounds how long `receive` blocks; `None` waits forever.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<(), ClientError> {
-        self.stream
-            .set_read_timeout(timeout)
-            .map_err(|source| ClientError::Io {
-                addr: self.addr,
-                source,
-            })
-    }
-
-    /// Sends a request with `payload` (whole record batches for Produce) without waiting for the
-    /// answer; returns its correlation id. Payload slices are written as they are (vectored).
+impl RequestWriter {
+    /// Writes a request with `payload` (whole record batches for Produce); returns its
+    /// correlation id. Payload slices are written as they are (vectored), never joined.
     pub fn send(&mut self, body: RequestBody, payload: &[Bytes]) -> Result<u32, ClientError> {
         let payload_len: usize = payload.iter().map(Bytes::len).sum();
         if payload_len > MAX_LENGTH_FIELD / 2 {
@@ -115,8 +45,6 @@ impl Connection {
         }
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
-        let api = body.api_key();
-        let silent = matches!(&body, RequestBody::Produce(p) if p.acks == Acks::None);
         let head = Request {
             api_version: API_VERSION,
             correlation_id,
@@ -131,65 +59,48 @@ impl Connection {
             addr: self.addr,
             source,
         })?;
-        if !silent {
-            self.in_flight.push_back((correlation_id, api));
-        }
         Ok(correlation_id)
     }
 
-    /// Reads the response to the oldest request in flight, with its payload.
-    pub fn receive(&mut self) -> Result<(Response, BytesMut), ClientError> {
-        let Some(&(want_id, want_api)) = self.in_flight.front() else {
-            return Err(ClientError::Invalid("no request in flight".into()));
-        };
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes both directions: a reader blocked on this connection sees the end.
+    pub fn shutdown(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// The receiving half of a connection: reads whole response frames.
+pub struct ResponseReader {
+    addr: SocketAddr,
+    stream: TcpStream,
+    recv: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl ResponseReader {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Reads the next response and its payload (responses come in request order).
+    pub fn read(&mut self) -> Result<(Response, BytesMut), ClientError> {
         let Frame { header, payload } = self.read_frame()?;
         let response =
             Response::decode(&header).map_err(|e| ClientError::malformed_header(self.addr, e))?;
-        let got_api = response.body.as_ref().map(ResponseBody::api_key);
-        if response.correlation_id != want_id || got_api.is_some_and(|a| a != want_api) {
-            return Err(ClientError::Mismatch {
-                addr: self.addr,
-                want: want_api,
-                got: got_api,
-                correlation_id: response.correlation_id,
-            });
-        }
-        self.in_flight.pop_front();
         Ok((response, payload))
     }
 
-    /// `receive`, with a broker error turned into `Err`.
-    pub fn receive_ok(&mut self) -> Result<(ResponseBody, BytesMut), ClientError> {
-        let want = self.in_flight.front().map(|&(_, api)| api);
-        let (response, payload) = self.receive()?;
-        if !response.error.is_ok() {
-            return Err(ClientError::Broker {
-                code: response.error,
-                message: response.message.unwrap_or_default(),
-            });
-        }
-        match response.body {
-            Some(body) => Ok((body, payload)),
-            None => Err(ClientError::Mismatch {
+    /// Bounds how long `read` blocks; `None` waits forever.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.stream
+            .set_read_timeout(timeout)
+            .map_err(|source| ClientError::Io {
                 addr: self.addr,
-                want: want.unwrap_or(ApiKey::ApiVersions),
-                got: None,
-                correlation_id: response.correlation_id,
-            }),
-        }
-    }
-
-    /// Sends one request and waits for its answer (after any already in flight).
-    pub fn call(
-        &mut self,
-        body: RequestBody,
-        payload: &[Bytes],
-    ) -> Result<(ResponseBody, BytesMut), ClientError> {
-        self.send(body, payload)?;
-        while self.in_flight.len() > 1 {
-            self.receive()?;
-        }
-        self.receive_ok()
+                source,
+            })
     }
 
     fn read_frame(&mut self) -> Result<Frame, ClientError> {
@@ -225,6 +136,140 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// A connection. Invariant: `in_flight` lists, oldest first, the requests sent whose response
+/// has not been read (produces with `Acks::None` get none and are not listed).
+pub struct Connection {
+    writer: RequestWriter,
+    reader: ResponseReader,
+    in_flight: VecDeque<(u32, ApiKey)>,
+}
+
+impl Connection {
+    /// Connects to `addr` (`HOST:PORT`), trying each address it resolves to.
+    pub fn connect(addr: &str) -> Result<Connection, ClientError> {
+        let connect_err = |source| ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let mut last = None;
+        for candidate in addr.to_socket_addrs().map_err(connect_err)? {
+            match TcpStream::connect_timeout(&candidate, CONNECT_TIMEOUT) {
+                Ok(stream) => return Connection::from_stream(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(connect_err(last.unwrap_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the address resolves to nothing",
+            )
+        })))
+    }
+
+    fn from_stream(stream: TcpStream) -> Result<Connection, ClientError> {
+        let addr = stream.peer_addr().map_err(|source| ClientError::Connect {
+            addr: "?".into(),
+            source,
+        })?;
+        let io = |source| ClientError::Io { addr, source };
+        // Small requests must not wait for delayed ACKs (Nagle).
+        stream.set_nodelay(true).map_err(io)?;
+        let read_half = stream.try_clone().map_err(io)?;
+        Ok(Connection {
+            writer: RequestWriter {
+                addr,
+                stream,
+                client_id: None,
+                next_correlation_id: 1,
+            },
+            reader: ResponseReader {
+                addr,
+                stream: read_half,
+                recv: BytesMut::with_capacity(READ_CHUNK_BYTES),
+                decoder: FrameDecoder::new(MAX_RESPONSE_FRAME_BYTES),
+            },
+            in_flight: VecDeque::new(),
+        })
+    }
+
+    /// Names this client in every request (the broker logs it).
+    pub fn with_client_id(mut self, id: impl Into<String>) -> Connection {
+        self.writer.client_id = Some(id.into());
+        self
+    }
+
+    /// The two halves, for a sender and a receiver on different threads (the caller then
+    /// matches responses to requests: they come back in request order).
+    pub fn into_split(self) -> (RequestWriter, ResponseReader) {
+        debug_assert!(self.in_flight.is_empty(), "split with responses pending");
+        (self.writer, self.reader)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.writer.addr
+    }
+
+    /// Requests sent whose response has not been read yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Bounds how long `receive` blocks; `None` waits forever.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.reader.set_read_timeout(timeout)
+    }
+
+    /// Sends a request with `payload` without waiting for the answer; returns its correlation id.
+    pub fn send(&mut self, body: RequestBody, payload: &[Bytes]) -> Result<u32, ClientError> {
+        let api = body.api_key();
+        let silent = matches!(&body, RequestBody::Produce(p) if p.acks == Acks::None);
+        let correlation_id = self.writer.send(body, payload)?;
+        if !silent {
+            self.in_flight.push_back((correlation_id, api));
+        }
+        Ok(correlation_id)
+    }
+
+    /// Reads the response to the oldest request in flight, with its payload.
+    pub fn receive(&mut self) -> Result<(Response, BytesMut), ClientError> {
+        let Some(&(want_id, want_api)) = self.in_flight.front() else {
+            return Err(ClientError::Invalid("no request in flight".into()));
+        };
+        let (response, payload) = self.reader.read()?;
+        let got_api = response.body.as_ref().map(ResponseBody::api_key);
+        if response.correlation_id != want_id || got_api.is_some_and(|a| a != want_api) {
+            return Err(ClientError::Mismatch {
+                addr: self.addr(),
+                want: want_api,
+                got: got_api,
+                correlation_id: response.correlation_id,
+            });
+        }
+        self.in_flight.pop_front();
+        Ok((response, payload))
+    }
+
+    /// `receive`, with a broker error turned into `Err`.
+    pub fn receive_ok(&mut self) -> Result<(ResponseBody, BytesMut), ClientError> {
+        let want = self.in_flight.front().map(|&(_, api)| api);
+        let (response, payload) = self.receive()?;
+        into_body(self.addr(), want.unwrap_or(ApiKey::ApiVersions), response).map(|b| (b, payload))
+    }
+
+    /// Sends one request and waits for its answer (after any already in flight).
+    pub fn call(
+        &mut self,
+        body: RequestBody,
+        payload: &[Bytes],
+    ) -> Result<(ResponseBody, BytesMut), ClientError> {
+        self.send(body, payload)?;
+        while self.in_flight.len() > 1 {
+            self.receive()?;
+        }
+        self.receive_ok()
     }
 
     // -- One call per operation ------------------------------------------------------------
@@ -292,7 +337,7 @@ impl Connection {
             ResponseBody::Fetch(f) => Ok((
                 f,
                 split_batches(payload.freeze()).map_err(|reason| ClientError::Malformed {
-                    addr: self.addr,
+                    addr: self.addr(),
                     reason,
                 })?,
             )),
@@ -320,12 +365,32 @@ impl Connection {
 
     fn mismatch(&self, want: ApiKey, got: &ResponseBody) -> ClientError {
         ClientError::Mismatch {
-            addr: self.addr,
+            addr: self.addr(),
             want,
             got: Some(got.api_key()),
             correlation_id: 0,
         }
     }
+}
+
+/// A response's body, or its error code as `Err`.
+pub fn into_body(
+    addr: SocketAddr,
+    want: ApiKey,
+    response: Response,
+) -> Result<ResponseBody, ClientError> {
+    if !response.error.is_ok() {
+        return Err(ClientError::Broker {
+            code: response.error,
+            message: response.message.unwrap_or_default(),
+        });
+    }
+    response.body.ok_or(ClientError::Mismatch {
+        addr,
+        want,
+        got: None,
+        correlation_id: response.correlation_id,
+    })
 }
 
 /// The single result of a one-topic admin call, as `Result`.

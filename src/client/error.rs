@@ -57,6 +57,49 @@ pub enum ClientError {
     },
 }
 
+/// A copy for each of several waiters (one failure fails every record of a batch); I/O errors
+/// keep their kind and text.
+impl Clone for ClientError {
+    fn clone(&self) -> Self {
+        let io = |e: &std::io::Error| std::io::Error::new(e.kind(), e.to_string());
+        match self {
+            ClientError::Connect { addr, source } => ClientError::Connect {
+                addr: addr.clone(),
+                source: io(source),
+            },
+            ClientError::Io { addr, source } => ClientError::Io {
+                addr: *addr,
+                source: io(source),
+            },
+            ClientError::Closed { addr } => ClientError::Closed { addr: *addr },
+            ClientError::Malformed { addr, reason } => ClientError::Malformed {
+                addr: *addr,
+                reason: reason.clone(),
+            },
+            ClientError::Broker { code, message } => ClientError::Broker {
+                code: *code,
+                message: message.clone(),
+            },
+            ClientError::Mismatch {
+                addr,
+                want,
+                got,
+                correlation_id,
+            } => ClientError::Mismatch {
+                addr: *addr,
+                want: *want,
+                got: *got,
+                correlation_id: *correlation_id,
+            },
+            ClientError::Invalid(s) => ClientError::Invalid(s.clone()),
+            ClientError::UnknownTopic { topic, partition } => ClientError::UnknownTopic {
+                topic: topic.clone(),
+                partition: *partition,
+            },
+        }
+    }
+}
+
 impl ClientError {
     pub(crate) fn malformed_frame(addr: SocketAddr, e: FrameError) -> ClientError {
         ClientError::Malformed {

@@ -1,8 +1,20 @@
 //! The client side of the native protocol. `Connection` is one blocking, pipelined connection;
-//! the producer and consumer build on it.
+//! `Producer` batches records per partition and sends them to the owning shards; `Consumer`
+//! reads partitions with long-poll fetches, one fetch ahead of the application.
 
 mod connection;
+mod consumer;
 mod error;
+mod metadata;
+mod partitioner;
+mod producer;
 
-pub use connection::{split_batches, Connection, CONNECT_TIMEOUT, MAX_RESPONSE_FRAME_BYTES};
+pub use connection::{
+    into_body, split_batches, Connection, RequestWriter, ResponseReader, CONNECT_TIMEOUT,
+    MAX_RESPONSE_FRAME_BYTES,
+};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use error::ClientError;
+pub use metadata::{ClusterView, TopicRoute};
+pub use partitioner::{murmur2, partition_for_key, StickyPartitioner};
+pub use producer::{DeliveryFuture, Producer, ProducerConfig, RecordMetadata};

@@ -109,10 +109,10 @@ pub async fn run(
         Either::Left(_) => {}
         Either::Right(_) => return Ok(()),
     }
-    let shared = TcpListener::bind(config.listen)
+    let shared = bind_listener(config.listen)
         .map_err(|e| format!("shard {id}: cannot listen on {}: {e}", config.listen))?;
     let own_addr = std::net::SocketAddr::new(config.listen.ip(), config.shard_port(id));
-    let own = TcpListener::bind(own_addr)
+    let own = bind_listener(own_addr)
         .map_err(|e| format!("shard {id}: cannot listen on {own_addr}: {e}"))?;
     let _ = ready.send(Ready::Shard {
         id,
@@ -510,6 +510,29 @@ impl DataShard {
             let _ = futures::future::select(wait, futures::future::select(timer, stop)).await;
         }
     }
+}
+
+/// Backlog of each listening socket.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A listener on `addr` shared by every shard (SO_REUSEPORT: the kernel spreads connections)
+/// that can be bound again right after a restart (SO_REUSEADDR: glommio's own `bind` leaves it
+/// off, so every connection the broker closed kept the port unusable for a minute in TIME_WAIT).
+fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&SockAddr::from(addr))?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the fd is a bound, listening TCP socket that we own and hand over whole.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
 pub fn now_ms() -> i64 {
