@@ -32,10 +32,10 @@ pub struct BrokerArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory holding the topic catalog and every partition's log [default: strata-data].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "STRATA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Shared listen address; every shard accepts on it [default: 127.0.0.1:9700].
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", env = "STRATA_LISTEN")]
     pub listen: Option<String>,
     /// Number of data shards [default: every core but the coordinator's, at least 1].
     #[arg(long, value_name = "N")]
