@@ -4,16 +4,23 @@
 //! Run: `scripts/bench-storage.sh [DIR] [OPTIONS]` (installs fio when missing), or
 //! `cargo bench --bench storage -- --dir DIR [--seconds S] [--depth N] [--appenders N]`.
 //!
-//! Shapes, each measured for `--seconds`:
+//! Shapes, strata and fio each measured for `--seconds` (fio time-based, on a fresh file
+//! preallocated to `--max-write-bytes`, as strata's segments are preallocated):
 //! 1. appends of 1 MiB batches (1024 records of 1 KiB) under `FsyncPolicy::Never`, `--depth`
-//!    appends in flight; fio then writes as many bytes with sequential 1 MiB O_DIRECT writes at
-//!    queue depth `--depth`;
-//! 2. the same under `Always`; fio adds an `fdatasync` every `--depth` writes;
+//!    appends in flight; fio: sequential 1 MiB O_DIRECT writes through io_uring at queue depth
+//!    `--depth`;
+//! 2. the same under `Always`. Every append is acknowledged after an `fdatasync` that covers it,
+//!    so fio must order each sync after the writes it covers. fio's `fdatasync=N` at iodepth > 1
+//!    on io_uring does not (the sync is issued while writes are still in flight), so the
+//!    yardstick is the psync engine writing `--depth` MiB per write (the kernel splits it into
+//!    concurrent device requests) followed by an `fdatasync` each time: the same bytes and
+//!    syncs, each sync after its writes;
 //! 3. reads of cold segments (the log reopened without its cache, so every read hits the disk),
 //!    1 MiB per read, `--depth` in flight; fio reads 1 MiB blocks at the same depth;
-//! 4. group commit: 4 KiB batches under `Always` from 1 appender (fio: 4 KiB write + `fdatasync`,
-//!    queue depth 1) and from `--appenders` appenders (fio: queue depth `--appenders`, one
-//!    `fdatasync` every `--appenders` writes), with append latency percentiles.
+//! 4. group commit: 4 KiB batches under `Always` from 1 appender (fio: psync, 4 KiB write then
+//!    `fdatasync`) and from `--appenders` appenders (fio: psync, one write of `--appenders` × 4
+//!    KiB then `fdatasync`, counted as `--appenders` appends), with append latency percentiles
+//!    beside fio's write and sync latencies, printed apart.
 //!
 //! Nothing is asserted: it prints figures, ratios and the targets of the issue. Everything it
 //! writes is deleted when it ends.
@@ -72,6 +79,10 @@ const READ_MAX_BYTES: usize = 1 << 20;
 const READ_FILL_LIMIT: Duration = Duration::from_secs(600);
 /// Size of fio's file in the time-based 4 KiB shapes: large enough never to wrap.
 const FIO_SMALL_FILE_BYTES: u64 = 4 << 30;
+/// fio's engine for queued O_DIRECT I/O (the nearest to strata's io_uring).
+const FIO_QUEUED_ENGINE: &str = "io_uring";
+/// fio's engine for shapes where each `fdatasync` must follow the writes it covers.
+const FIO_ORDERED_ENGINE: &str = "psync";
 
 /// Largest latency recorded (ns); longer ones are clamped to it.
 const LATENCY_MAX_NS: u64 = 60_000_000_000;
@@ -192,7 +203,8 @@ impl Run {
 #[derive(Debug)]
 struct FioReport {
     bytes_per_s: f64,
-    ios_per_s: f64,
+    /// strata operations per second this job stands for (one I/O may stand for several).
+    ops_per_s: f64,
     /// Completion latency of the job's reads or writes.
     io_latency: Option<Latency>,
     /// Latency of its `fdatasync`s, when it issued any.
@@ -205,17 +217,21 @@ impl FioReport {
     }
 }
 
-/// One sequential fio job on a fresh file, through io_uring with O_DIRECT.
+/// One sequential, time-based fio job on a fresh file with O_DIRECT. Invariant: `depth` is 1
+/// unless `engine` is queued (io_uring).
 #[derive(Debug, Clone, Copy)]
 struct FioJob {
     name: &'static str,
+    engine: &'static str,
     read: bool,
     block: u64,
     depth: usize,
     fdatasync_every: Option<usize>,
-    /// File size; fio writes it once, or loops over it when `run_for` is set.
+    /// File size; fio loops over it if it gets to the end before `run_for` has passed.
     size: u64,
-    run_for: Option<Duration>,
+    run_for: Duration,
+    /// strata operations one fio I/O stands for (for rates and gains).
+    ops_per_io: usize,
 }
 
 /// The benchmark's own directory under `--dir`, deleted with everything in it when dropped.
@@ -277,7 +293,7 @@ fn run() -> BenchResult<()> {
 
     let never = bench_append_throughput(&args, &scratch, FsyncPolicy::Never)?;
     let fio_write = fio_on
-        .then(|| fio_write_like(&args, &scratch, &never, None))
+        .then(|| fio_write_queued(&args, &scratch))
         .transpose()?;
     rows.push(throughput_row(
         format!("append 1 MiB batches, never, {} in flight", args.depth),
@@ -288,13 +304,16 @@ fn run() -> BenchResult<()> {
 
     let always = bench_append_throughput(&args, &scratch, FsyncPolicy::Always)?;
     let fio_sync = fio_on
-        .then(|| fio_write_like(&args, &scratch, &always, Some(args.depth)))
+        .then(|| fio_write_synced(&args, &scratch))
         .transpose()?;
     rows.push(throughput_row(
         format!("append 1 MiB batches, always, {} in flight", args.depth),
         &always,
         fio_sync.as_ref(),
-        &format!("fio: fdatasync every {} writes", args.depth),
+        &format!(
+            "fio: psync, {} MiB write + fdatasync",
+            args.depth as u64 * FIO_BLOCK_BYTES / MIB
+        ),
     ));
 
     let read = bench_cold_read(&args, &scratch)?;
@@ -308,23 +327,27 @@ fn run() -> BenchResult<()> {
 
     let one = bench_group_commit(&args, &scratch, 1)?;
     let fio_one = fio_on
-        .then(|| fio_sync_writes(&args, &scratch, 1))
+        .then(|| fio_group_commit(&args, &scratch, 1))
         .transpose()?;
     let many = bench_group_commit(&args, &scratch, args.appenders)?;
     let fio_many = fio_on
-        .then(|| fio_sync_writes(&args, &scratch, args.appenders))
+        .then(|| fio_group_commit(&args, &scratch, args.appenders))
         .transpose()?;
     rows.push(rate_row(
         "4 KiB appends, always, 1 appender".into(),
         &one,
         fio_one.as_ref(),
-        "fio: 4 KiB write + fdatasync, qd 1",
+        "fio: psync, 4 KiB write + fdatasync",
     ));
     rows.push(rate_row(
         format!("4 KiB appends, always, {} appenders", args.appenders),
         &many,
         fio_many.as_ref(),
-        &format!("fio: qd {0}, fdatasync every {0} writes", args.appenders),
+        &format!(
+            "fio: psync, {} KiB write + fdatasync = {} appends",
+            args.appenders * SMALL_BATCH_BYTES / KIB as usize,
+            args.appenders
+        ),
     ));
     rows.extend(group_commit_rows(
         &args,
@@ -610,53 +633,74 @@ fn fio_version() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// fio writing as many bytes as the strata `run` appended, sequentially in 1 MiB blocks.
-fn fio_write_like(
-    args: &Args,
-    scratch: &Scratch,
-    run: &Run,
-    fdatasync_every: Option<usize>,
-) -> BenchResult<FioReport> {
+/// fio's yardstick for `Never`: sequential 1 MiB writes at queue depth `--depth`.
+fn fio_write_queued(args: &Args, scratch: &Scratch) -> BenchResult<FioReport> {
     let job = FioJob {
-        name: if fdatasync_every.is_some() {
-            "seq-write-fdatasync"
-        } else {
-            "seq-write"
-        },
+        name: "seq-write",
+        engine: FIO_QUEUED_ENGINE,
         read: false,
         block: FIO_BLOCK_BYTES,
         depth: args.depth,
-        fdatasync_every,
-        size: run.bytes.div_ceil(FIO_BLOCK_BYTES).max(1) * FIO_BLOCK_BYTES,
-        run_for: None,
+        fdatasync_every: None,
+        size: fio_write_file_bytes(args),
+        run_for: args.run_for,
+        ops_per_io: 1,
     };
     run_fio(scratch, &job)
+}
+
+/// fio's yardstick for `Always`: `--depth` MiB per write, each followed by an `fdatasync`
+/// that covers it (psync: the sync starts only after the write is done).
+fn fio_write_synced(args: &Args, scratch: &Scratch) -> BenchResult<FioReport> {
+    let job = FioJob {
+        name: "seq-write-fdatasync",
+        engine: FIO_ORDERED_ENGINE,
+        read: false,
+        block: FIO_BLOCK_BYTES * args.depth as u64,
+        depth: 1,
+        fdatasync_every: Some(1),
+        size: fio_write_file_bytes(args),
+        run_for: args.run_for,
+        ops_per_io: args.depth,
+    };
+    run_fio(scratch, &job)
+}
+
+/// Size of fio's file in the write shapes: as much as strata may write, whole blocks.
+fn fio_write_file_bytes(args: &Args) -> u64 {
+    let unit = FIO_BLOCK_BYTES * args.depth as u64;
+    (args.max_write_bytes / unit).max(1) * unit
 }
 
 /// fio reading a file of `READ_SET_BYTES` sequentially in 1 MiB blocks (laid out first).
 fn fio_read_like(args: &Args, scratch: &Scratch) -> BenchResult<FioReport> {
     let job = FioJob {
         name: "seq-read",
+        engine: FIO_QUEUED_ENGINE,
         read: true,
         block: FIO_BLOCK_BYTES,
         depth: args.depth,
         fdatasync_every: None,
         size: READ_SET_BYTES,
-        run_for: Some(args.run_for),
+        run_for: args.run_for,
+        ops_per_io: 1,
     };
     run_fio(scratch, &job)
 }
 
-/// fio writing 4 KiB blocks at queue depth `depth` with an `fdatasync` every `depth` writes.
-fn fio_sync_writes(args: &Args, scratch: &Scratch, depth: usize) -> BenchResult<FioReport> {
+/// fio's yardstick for `appenders` group-committed 4 KiB appends: one write of `appenders`
+/// × 4 KiB, then an `fdatasync` covering it.
+fn fio_group_commit(args: &Args, scratch: &Scratch, appenders: usize) -> BenchResult<FioReport> {
     let job = FioJob {
         name: "sync-write-4k",
+        engine: FIO_ORDERED_ENGINE,
         read: false,
-        block: SMALL_BATCH_BYTES as u64,
-        depth,
-        fdatasync_every: Some(depth),
+        block: (SMALL_BATCH_BYTES * appenders) as u64,
+        depth: 1,
+        fdatasync_every: Some(1),
         size: FIO_SMALL_FILE_BYTES,
-        run_for: Some(args.run_for),
+        run_for: args.run_for,
+        ops_per_io: appenders,
     };
     run_fio(scratch, &job)
 }
@@ -671,7 +715,8 @@ fn run_fio(scratch: &Scratch, job: &FioJob) -> BenchResult<FioReport> {
             "--filename={}",
             file.display().to_string().replace(':', "\\:")
         ))
-        .args(["--ioengine=io_uring", "--direct=1", "--output-format=json"])
+        .arg(format!("--ioengine={}", job.engine))
+        .args(["--direct=1", "--output-format=json"])
         .arg(format!("--rw={}", if job.read { "read" } else { "write" }))
         .arg(format!("--bs={}", job.block))
         .arg(format!("--iodepth={}", job.depth))
@@ -679,10 +724,8 @@ fn run_fio(scratch: &Scratch, job: &FioJob) -> BenchResult<FioReport> {
     if let Some(n) = job.fdatasync_every {
         cmd.arg(format!("--fdatasync={n}"));
     }
-    if let Some(t) = job.run_for {
-        cmd.arg(format!("--runtime={}ms", t.as_millis()))
-            .arg("--time_based");
-    }
+    cmd.arg(format!("--runtime={}ms", job.run_for.as_millis()))
+        .arg("--time_based");
     let out = cmd.output();
     remove(&file);
     let out = out.map_err(|e| format!("cannot run fio: {e}"))?;
@@ -694,7 +737,7 @@ fn run_fio(scratch: &Scratch, job: &FioJob) -> BenchResult<FioReport> {
         )
         .into());
     }
-    let report = parse_fio(&String::from_utf8_lossy(&out.stdout), job.read)?;
+    let report = parse_fio(&String::from_utf8_lossy(&out.stdout), job)?;
     print_fio(job, &report);
     Ok(report)
 }
@@ -704,23 +747,25 @@ fn print_fio(job: &FioJob, r: &FioReport) {
         .fdatasync_every
         .map_or(String::new(), |n| format!(", fdatasync/{n}"));
     let shape = format!(
-        "{} {} KiB, qd {}{sync}",
+        "{} {} {} KiB, qd {}{sync}",
+        job.engine,
         if job.read { "read" } else { "write" },
         job.block / KIB,
         job.depth
     );
     let lat = |l: Option<Latency>| l.map_or("-".to_string(), |l| l.to_string());
     println!(
-        "fio     {shape:<35}: {:8.1} MB/s  {:7.0} IOs/s      clat {}  fdatasync {}",
+        "fio     {shape:<44}: {:8.1} MB/s  {:7.0} IOs/s      clat {}  fdatasync {}",
         r.mb_per_s(),
-        r.ios_per_s,
+        r.ops_per_s / job.ops_per_io as f64,
         lat(r.io_latency),
         lat(r.sync_latency)
     );
 }
 
-/// Reads fio's `--output-format=json` report of a single job.
-fn parse_fio(stdout: &str, read: bool) -> BenchResult<FioReport> {
+/// Reads fio's `--output-format=json` report of a single job; rates count strata operations.
+fn parse_fio(stdout: &str, shape: &FioJob) -> BenchResult<FioReport> {
+    let read = shape.read;
     let json = stdout
         .find('{')
         .map(|i| &stdout[i..])
@@ -737,7 +782,7 @@ fn parse_fio(stdout: &str, read: bool) -> BenchResult<FioReport> {
     };
     Ok(FioReport {
         bytes_per_s: number(&io["bw_bytes"])?,
-        ios_per_s: number(&io["iops"])?,
+        ops_per_s: number(&io["iops"])? * shape.ops_per_io as f64,
         io_latency: fio_latency(&io["clat_ns"]),
         sync_latency: fio_latency(&job["sync"]["lat_ns"]),
     })
@@ -783,8 +828,8 @@ fn rate_row(shape: String, run: &Run, fio: Option<&FioReport>, note: &str) -> Ro
     Row {
         shape,
         strata: format!("{:.0} /s", run.ops_per_s()),
-        fio: fio.map_or("-".into(), |f| format!("{:.0} /s", f.ios_per_s)),
-        ratio: fio.map_or("-".into(), |f| ratio(run.ops_per_s(), f.ios_per_s)),
+        fio: fio.map_or("-".into(), |f| format!("{:.0} /s", f.ops_per_s)),
+        ratio: fio.map_or("-".into(), |f| ratio(run.ops_per_s(), f.ops_per_s)),
         note: note.into(),
     }
 }
@@ -799,38 +844,48 @@ fn group_commit_rows(
 ) -> Vec<Row> {
     let gain = |a: f64, b: f64| format!("{:.1}x", a / b);
     let latency = |r: &Run| r.latency.expect("appends record latency").to_string();
-    // fio times a write and its fdatasync apart: add them for the whole operation.
-    let fio_op = |f: &FioReport| match (f.io_latency, f.sync_latency) {
-        (Some(w), Some(s)) => format!(
-            "{:.0}+{:.0}/{:.0}+{:.0}/{:.0}+{:.0} µs",
-            w.p50, s.p50, w.p99, s.p99, w.p999, s.p999
-        ),
-        _ => "-".into(),
-    };
+    let lat = |l: Option<Latency>| l.map_or("-".to_string(), |l| l.to_string());
+    let fio_write = |f: Option<&FioReport>| f.map_or("-".into(), |f| lat(f.io_latency));
+    let fio_sync = |f: Option<&FioReport>| f.map_or("-".into(), |f| lat(f.sync_latency));
+    let many_block = args.appenders * SMALL_BATCH_BYTES / KIB as usize;
     vec![
         Row {
             shape: format!("group commit gain, {} vs 1 appender", args.appenders),
             strata: gain(many.ops_per_s(), one.ops_per_s()),
             fio: match (fio_one, fio_many) {
-                (Some(a), Some(b)) => gain(b.ios_per_s, a.ios_per_s),
+                (Some(a), Some(b)) => gain(b.ops_per_s, a.ops_per_s),
                 _ => "-".into(),
             },
             ratio: String::new(),
-            note: "target ≥ 8x".into(),
+            note: "target ≥ 8x; fio: appends/s of the psync shapes".into(),
         },
         Row {
             shape: format!("append latency p50/p99/p99.9, {} appenders", args.appenders),
             strata: latency(many),
-            fio: fio_many.map_or("-".into(), fio_op),
+            fio: fio_write(fio_many),
             ratio: String::new(),
-            note: "fio: write+fdatasync".into(),
+            note: format!("fio: the {many_block} KiB write alone"),
+        },
+        Row {
+            shape: String::new(),
+            strata: String::new(),
+            fio: fio_sync(fio_many),
+            ratio: String::new(),
+            note: "fio: the fdatasync after it alone".into(),
         },
         Row {
             shape: "append latency p50/p99/p99.9, 1 appender".into(),
             strata: latency(one),
-            fio: fio_one.map_or("-".into(), fio_op),
+            fio: fio_write(fio_one),
             ratio: String::new(),
-            note: "fio: write+fdatasync".into(),
+            note: "fio: the 4 KiB write alone".into(),
+        },
+        Row {
+            shape: String::new(),
+            strata: String::new(),
+            fio: fio_sync(fio_one),
+            ratio: String::new(),
+            note: "fio: the fdatasync after it alone".into(),
         },
     ]
 }

@@ -4,7 +4,14 @@ use clap::{Parser, Subcommand};
 
 /// strata: a thread-per-core message broker (Kafka's model on pinned cores, io_uring, O_DIRECT).
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about, long_about = None)]
+#[command(
+    name = "strata",
+    version,
+    about,
+    long_about = None,
+    after_help = "Quick start:\n  strata broker &\n  strata topic create orders --partitions 4\n  seq 1 10 | strata produce orders\n  strata consume orders --from-beginning --idle-timeout-ms 1000\n\n\
+Client commands find the broker with --broker HOST:PORT or STRATA_BROKER [default: 127.0.0.1:9700]."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,6 +21,12 @@ struct Cli {
 enum Command {
     /// Run a broker: pinned shards serving topics over the native protocol.
     Broker(strata::server::BrokerArgs),
+    /// Create, list, describe and delete topics.
+    Topic(strata::cli::topic::TopicArgs),
+    /// Append stdin to a topic, one record per line.
+    Produce(strata::cli::produce::ProduceArgs),
+    /// Print a topic's records, one per line or formatted.
+    Consume(strata::cli::consume::ConsumeArgs),
     /// Append to one partition log, read it back verified, and print what it measured.
     LogDemo(strata::cli::log_demo::LogDemoArgs),
 }
@@ -21,8 +34,12 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     strata::cli::init_logging();
+    // Only the commands that run glommio executors need the preflight; client commands don't.
     let result = match cli.command {
         Command::Broker(args) => strata::server::run(args),
+        Command::Topic(args) => strata::cli::topic::run(args),
+        Command::Produce(args) => strata::cli::produce::run(args),
+        Command::Consume(args) => strata::cli::consume::run(args),
         Command::LogDemo(args) => {
             strata::cli::preflight(1).and_then(|()| strata::cli::log_demo::run(args))
         }

@@ -1,11 +1,37 @@
 //! The `strata` command line: one module per command; `main.rs` only parses and dispatches.
+//! This module holds what the commands share: logging set-up, the preflight call, the
+//! `--broker` flag and the one-line wording of client errors.
 
+pub mod consume;
 pub mod log_demo;
+pub mod produce;
+pub mod topic;
 
 use std::io::IsTerminal;
 
+use clap::Args;
+
+use crate::client::ClientError;
 use crate::preflight::{self, Requirements};
+use crate::protocol::ErrorCode;
 use crate::runtime::IO_MEMORY_BYTES;
+
+/// Where commands that talk to a broker find it when `--broker` and `STRATA_BROKER` are unset.
+pub const DEFAULT_BROKER: &str = "127.0.0.1:9700";
+
+/// The `--broker` flag every client command takes.
+#[derive(Debug, Clone, Args)]
+pub struct BrokerOpt {
+    /// Broker address (any shard's port or the shared listener).
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "STRATA_BROKER",
+        default_value = DEFAULT_BROKER,
+        global = true
+    )]
+    pub broker: String,
+}
 
 /// Checks io_uring and raises RLIMIT_MEMLOCK for `executors` glommio executors, or explains
 /// how to fix the machine.
@@ -28,4 +54,83 @@ pub fn init_logging() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// One line a user can act on for a client error; `topic` is the topic the command is about
+/// (an unknown topic then comes with the command that creates it).
+pub fn error_line(e: &ClientError, topic: Option<&str>) -> String {
+    let unknown = |name: &str, partition: Option<u32>| match partition {
+        Some(p) => format!("topic {name:?} has no partition {p}"),
+        None => format!(
+            "unknown topic {name:?} (create it with: strata topic create {name} --partitions N)"
+        ),
+    };
+    match e {
+        ClientError::Connect { addr, source } => {
+            format!("cannot connect to broker at {addr}: {}", io_text(source))
+        }
+        ClientError::Io { addr, source } => {
+            format!("connection to broker {addr} failed: {}", io_text(source))
+        }
+        ClientError::UnknownTopic { topic, partition } => unknown(topic, *partition),
+        ClientError::Broker { code, message } => match (code, topic) {
+            (ErrorCode::UnknownTopic, Some(t)) => unknown(t, None),
+            _ if message.is_empty() => format!("the broker answered {code}"),
+            _ => message.clone(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// An I/O error's text without the " (os error N)" suffix.
+fn io_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text,
+    }
+}
+
+/// True for a write to a closed pipe (`strata consume ... | head`).
+pub fn is_broken_pipe(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_name_the_address_without_os_error_numbers() {
+        let e = ClientError::Connect {
+            addr: "127.0.0.1:1".into(),
+            source: std::io::Error::from_raw_os_error(libc::ECONNREFUSED),
+        };
+        assert_eq!(
+            error_line(&e, None),
+            "cannot connect to broker at 127.0.0.1:1: Connection refused"
+        );
+    }
+
+    #[test]
+    fn unknown_topics_say_how_to_create_them() {
+        let e = ClientError::UnknownTopic {
+            topic: "x".into(),
+            partition: None,
+        };
+        assert_eq!(
+            error_line(&e, Some("x")),
+            "unknown topic \"x\" (create it with: strata topic create x --partitions N)"
+        );
+        let e = ClientError::Broker {
+            code: ErrorCode::UnknownTopic,
+            message: "unknown topic \"x\"".into(),
+        };
+        assert!(error_line(&e, Some("x")).contains("strata topic create x"));
+        let e = ClientError::UnknownTopic {
+            topic: "x".into(),
+            partition: Some(7),
+        };
+        assert_eq!(error_line(&e, Some("x")), "topic \"x\" has no partition 7");
+    }
 }

@@ -178,7 +178,7 @@ fn dispatch(shard: &Rc<DataShard>, header: Bytes, payload: BytesMut) -> (Task<Re
                     };
                     shard.partition_op(p.topic, p.partition, op).await
                 }),
-                Err(e) => Reply::now(cid, Err(e)),
+                Err(e) => work(cid, silent, async move { Err(e) }),
             }
         }
         RequestBody::Fetch(f) => work(cid, false, async move {

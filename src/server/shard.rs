@@ -47,6 +47,9 @@ pub struct DataShard {
     logs: RefCell<HashMap<(String, u32), OpenPartition>>,
     /// Open connections, so shutdown can wait for them to drain.
     connections: Cell<usize>,
+    /// Fired when connections had their grace period at shutdown: the rest are dropped.
+    force_close: Shutdown,
+    fire_force_close: RefCell<Option<oneshot::Sender<()>>>,
 }
 
 pub async fn run(
@@ -67,6 +70,7 @@ pub async fn run(
         shutdown,
         ..
     } = ctx;
+    let (fire_force_close, force_close) = Shutdown::new();
     let shard = Rc::new(DataShard {
         id,
         shard_count,
@@ -76,6 +80,8 @@ pub async fn run(
         catalog: RefCell::new(Arc::new(Catalog::new())),
         logs: RefCell::new(HashMap::new()),
         connections: Cell::new(0),
+        force_close,
+        fire_force_close: RefCell::new(Some(fire_force_close)),
     });
 
     // Mesh messages: each runs in its own task so a slow one (a long-poll fetch) never holds up
@@ -142,7 +148,10 @@ impl DataShard {
                     let shard = self.clone();
                     shard.connections.set(shard.connections.get() + 1);
                     glommio::spawn_local(async move {
-                        conn::serve(shard.clone(), stream).await;
+                        // Dropping `serve` (force close) cancels its reader, writer and
+                        // request tasks and closes the socket.
+                        let serve = Box::pin(conn::serve(shard.clone(), stream));
+                        let _ = select(serve, Box::pin(shard.force_close.wait())).await;
                         shard.connections.set(shard.connections.get() - 1);
                     })
                     .detach();
@@ -156,11 +165,23 @@ impl DataShard {
         }
     }
 
-    /// After shutdown: let connections finish their in-flight requests, then flush and close
-    /// every log.
+    /// After shutdown: let connections finish their in-flight requests (for up to
+    /// `SHUTDOWN_GRACE`; then the rest are dropped, so a client that stopped reading cannot
+    /// hold the broker up), then flush and close every log.
     async fn drain_and_close(&self) {
+        let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
         while self.connections.get() > 0 {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            if std::time::Instant::now() >= deadline {
+                warn!(
+                    shard = self.id,
+                    connections = self.connections.get(),
+                    "closing connections that did not finish in time"
+                );
+                if let Some(fire) = self.fire_force_close.borrow_mut().take() {
+                    let _ = fire.send(());
+                }
+            }
+            glommio::timer::sleep(DRAIN_POLL_INTERVAL).await;
         }
         let logs: Vec<(String, u32, PartitionLog)> = self
             .logs
@@ -486,6 +507,13 @@ impl DataShard {
         let deadline =
             std::time::Instant::now() + Duration::from_millis(u64::from(req.max_wait_ms));
         loop {
+            if log.is_closed() && !self.shutdown.is_fired() {
+                // Closed while the broker runs: the topic was deleted under this fetch.
+                return Err(OpError::new(
+                    ErrorCode::UnknownTopic,
+                    format!("topic {topic:?} was deleted"),
+                ));
+            }
             let batches = log
                 .read(req.offset, max_bytes)
                 .await
@@ -511,6 +539,11 @@ impl DataShard {
         }
     }
 }
+
+/// How long shutdown waits for connections to finish their requests before closing them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often shutdown checks whether every connection has finished.
+const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Backlog of each listening socket.
 const LISTEN_BACKLOG: i32 = 1024;

@@ -98,6 +98,12 @@ impl OffsetIndex {
         n.checked_sub(1).map(|i| self.entries[i])
     }
 
+    /// The first entry after `rel_offset`: the batch holding `rel_offset` ends at or before it.
+    pub fn next_after(&self, rel_offset: u32) -> Option<OffsetEntry> {
+        let n = self.entries.partition_point(|e| e.rel_offset <= rel_offset);
+        self.entries.get(n).copied()
+    }
+
     pub fn last(&self) -> Option<OffsetEntry> {
         self.entries.last().copied()
     }
@@ -121,6 +127,11 @@ impl OffsetIndex {
     pub fn truncate(&mut self, len: usize) {
         self.entries.truncate(len);
         self.persisted = self.persisted.min(len);
+    }
+
+    /// True when some entries are not yet in the file.
+    pub fn has_unpersisted(&self) -> bool {
+        self.persisted < self.entries.len()
     }
 
     /// The file bytes of entries not yet persisted, and the file position they go to.
@@ -222,6 +233,11 @@ impl TimeIndex {
         let n = self.entries.partition_point(|e| e.rel_offset < rel_offset);
         self.entries.truncate(n);
         self.persisted = self.persisted.min(n);
+    }
+
+    /// True when some entries are not yet in the file.
+    pub fn has_unpersisted(&self) -> bool {
+        self.persisted < self.entries.len()
     }
 
     /// The file bytes of entries not yet persisted, and the file position they go to.

@@ -13,6 +13,7 @@ mod log;
 mod probe;
 mod segment;
 mod tail;
+mod turn;
 
 pub use config::{FsyncPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use error::{Result, StorageError};

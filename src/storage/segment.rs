@@ -428,6 +428,11 @@ impl Segment {
         }
     }
 
+    /// True when index entries are waiting to be written to the files.
+    pub fn index_dirty(&self) -> bool {
+        self.offset_index.has_unpersisted() || self.time_index.has_unpersisted()
+    }
+
     /// Records that a job's entries are in the files.
     pub fn index_persisted(&mut self, job: &IndexJob) {
         debug_assert_eq!(job.base, self.base, "index job applied to another segment");

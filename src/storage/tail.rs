@@ -31,6 +31,9 @@ pub struct TailWrite {
     pub end: u64,
     /// Bytes of the partial last block at `end` (what the next write must rewrite).
     pub carry: Vec<u8>,
+    /// True when the first chunk starts with carried bytes, i.e. rewrites the last block of the
+    /// previous write: it must not be issued before that write has completed.
+    pub rewrites_carry: bool,
 }
 
 /// Bytes appended to the active segment but not yet handed to a write. Invariant: `start` is
@@ -105,6 +108,7 @@ impl Tail {
             return None;
         }
         let end = self.end;
+        let rewrites_carry = !self.carry.is_empty();
         let new_start = align_down(end);
         let last = self.chunks.last().expect("checked");
         let carry_from = (new_start - last.pos) as usize;
@@ -120,6 +124,12 @@ impl Tail {
             .collect();
         self.start = new_start;
         self.carry = carry.clone();
-        Some(TailWrite { chunks, end, carry })
+        debug_assert_eq!(self.start + self.carry.len() as u64, self.end);
+        Some(TailWrite {
+            chunks,
+            end,
+            carry,
+            rewrites_carry,
+        })
     }
 }
