@@ -27,6 +27,8 @@ pub const DEFAULT_FETCH_MAX_WAIT_MS: u32 = 500;
 pub const DEFAULT_PREFETCH: usize = 16;
 /// Wait before a fetcher reconnects after its connection failed.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
+/// How much longer than a fetch's `max_wait_ms` the fetcher waits for its answer.
+const RESPONSE_TIMEOUT_MARGIN: Duration = Duration::from_secs(30);
 /// Reconnect attempts of a fetcher before it reports the error to `poll` and stops.
 const MAX_RECONNECTS: u32 = 50;
 
@@ -292,6 +294,7 @@ struct FetchJob {
 impl FetchJob {
     fn run(mut self, mut conn: Connection) {
         let mut failures = 0u32;
+        let _ = conn.set_read_timeout(Some(self.response_timeout()));
         while !self.stop.load(Ordering::Acquire) {
             let req = FetchRequest {
                 topic: self.topic.to_string(),
@@ -351,7 +354,14 @@ impl FetchJob {
     fn reconnect(&self) -> Result<Connection, ClientError> {
         let mut view = ClusterView::connect(&self.bootstrap)?;
         let addr = view.route(&self.topic)?.endpoint(self.partition)?;
-        Ok(Connection::connect(&addr.to_string())?.with_client_id("strata-consumer"))
+        let conn = Connection::connect(&addr.to_string())?.with_client_id("strata-consumer");
+        conn.set_read_timeout(Some(self.response_timeout()))?;
+        Ok(conn)
+    }
+
+    /// How long a fetch may go unanswered before the connection counts as broken.
+    fn response_timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.config.fetch_max_wait_ms)) + RESPONSE_TIMEOUT_MARGIN
     }
 
     /// The records at or after `self.offset` (a fetch starts at the batch holding the offset).

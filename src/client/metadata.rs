@@ -28,11 +28,13 @@ impl TopicRoute {
 }
 
 /// Cached routes plus a connection for Metadata requests. Invariant: every cached route came
-/// from one Metadata answer of the broker at `bootstrap`.
+/// from one Metadata answer of the broker at `bootstrap`; `stale` routes are asked again before
+/// use, and used as they are while the broker cannot answer.
 pub struct ClusterView {
     bootstrap: String,
     conn: Option<Connection>,
     routes: HashMap<String, TopicRoute>,
+    stale: bool,
 }
 
 impl ClusterView {
@@ -42,6 +44,7 @@ impl ClusterView {
             bootstrap: bootstrap.to_string(),
             conn: None,
             routes: HashMap::new(),
+            stale: false,
         };
         view.fetch(&[])?;
         Ok(view)
@@ -54,6 +57,16 @@ impl ClusterView {
     /// The route of `topic`, from the cache or a Metadata request; `UnknownTopic` if the
     /// broker has no such topic.
     pub fn route(&mut self, topic: &str) -> Result<&TopicRoute, ClientError> {
+        if self.stale {
+            match self.fetch(&[]) {
+                Ok(_) => self.stale = false,
+                // The broker may be restarting: keep routing by what it said last.
+                Err(e) if self.routes.contains_key(topic) && e.is_retriable() => {
+                    tracing::debug!(error = %e, "metadata refresh failed; using cached routes");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if !self.routes.contains_key(topic) {
             self.fetch(&[topic.to_string()])?;
         }
@@ -70,9 +83,10 @@ impl ClusterView {
         self.routes.get(topic).map(|r| r.partitions)
     }
 
-    /// Forgets every route (and the connection): the next `route` asks the broker again.
+    /// Marks every route stale (and drops the connection): the next `route` asks the broker
+    /// again, and falls back on the old route only while the broker cannot answer.
     pub fn invalidate(&mut self) {
-        self.routes.clear();
+        self.stale = true;
         self.conn = None;
     }
 
@@ -92,6 +106,11 @@ impl ClusterView {
             }
         };
         let shard_addrs = self.shard_addrs(&meta)?;
+        if topics.is_empty() {
+            // Every topic was listed: forget the ones that are gone.
+            self.routes
+                .retain(|name, _| meta.topics.iter().any(|t| &t.name == name));
+        }
         for t in &meta.topics {
             if t.error != ErrorCode::None {
                 self.routes.remove(&t.name);

@@ -38,6 +38,8 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 5;
 pub const DEFAULT_RETRIES: u32 = 5;
 /// Default wait before a retry (doubled each time).
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// How much longer than the broker's own request timeout the client waits for an answer.
+pub const RESPONSE_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
 /// Longest wait between two retries, however many came before.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(2);
 /// Default time the broker may take to acknowledge.
@@ -514,6 +516,12 @@ fn succeed(shared: &Shared, batch: ReadyBatch, base_offset: i64) {
 /// Connects to a shard and starts its writer and reader threads.
 fn open_link(shared: &Arc<Shared>, addr: std::net::SocketAddr) -> Result<Link, ClientError> {
     let conn = Connection::connect(&addr.to_string())?.with_client_id("strata-producer");
+    // A hung broker must not hold `flush` forever: no answer within the request timeout plus
+    // a margin breaks the connection, and the batches in flight are retried.
+    conn.set_read_timeout(Some(
+        Duration::from_millis(u64::from(shared.config.request_timeout_ms))
+            + RESPONSE_TIMEOUT_MARGIN,
+    ))?;
     let (writer, reader) = conn.into_split();
     let (tx, rx) = mpsc::channel::<ReadyBatch>();
     let broken = Arc::new(AtomicBool::new(false));
