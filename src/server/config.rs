@@ -99,11 +99,15 @@ impl BrokerConfig {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
-        let data_dir = args
+        let data_dir: PathBuf = args
             .data_dir
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        // Absolute from here on: the banner says where the data is, and glommio cannot open a
+        // relative directory (EBADF).
+        let data_dir = std::path::absolute(&data_dir)
+            .map_err(|e| format!("invalid data dir {}: {e}", data_dir.display()))?;
         let listen_s = args
             .listen
             .clone()

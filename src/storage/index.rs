@@ -98,6 +98,14 @@ impl OffsetIndex {
         n.checked_sub(1).map(|i| self.entries[i])
     }
 
+    /// The last entry whose batch starts at or before file position `position`.
+    pub fn last_at_or_before_position(&self, position: u64) -> Option<OffsetEntry> {
+        let n = self
+            .entries
+            .partition_point(|e| u64::from(e.position) <= position);
+        n.checked_sub(1).map(|i| self.entries[i])
+    }
+
     /// The first entry after `rel_offset`: the batch holding `rel_offset` ends at or before it.
     pub fn next_after(&self, rel_offset: u32) -> Option<OffsetEntry> {
         let n = self.entries.partition_point(|e| e.rel_offset <= rel_offset);
@@ -154,6 +162,14 @@ impl OffsetIndex {
     /// Forgets what the file holds, so the next persist rewrites it whole.
     pub fn mark_unpersisted(&mut self) {
         self.persisted = 0;
+    }
+
+    /// Records that the leading entries equal to those of `file` (the file's decoded contents)
+    /// are in the file, so a persist writes only from where the two differ. Returns true when the
+    /// file holds entries past that prefix, which a persist must cut even if none are unpersisted.
+    pub fn mark_persisted_prefix(&mut self, file: &OffsetIndex) -> bool {
+        self.persisted = common_prefix(&self.entries, &file.entries);
+        file.entries.len() > self.persisted
     }
 }
 
@@ -216,6 +232,12 @@ impl TimeIndex {
         n.checked_sub(1).map(|i| self.entries[i])
     }
 
+    /// The first entry whose offset is at or after `rel_offset`.
+    pub fn first_from(&self, rel_offset: u32) -> Option<TimeEntry> {
+        let n = self.entries.partition_point(|e| e.rel_offset < rel_offset);
+        self.entries.get(n).copied()
+    }
+
     pub fn last(&self) -> Option<TimeEntry> {
         self.entries.last().copied()
     }
@@ -258,6 +280,19 @@ impl TimeIndex {
     pub fn mark_unpersisted(&mut self) {
         self.persisted = 0;
     }
+
+    /// Records that the leading entries equal to those of `file` (the file's decoded contents)
+    /// are in the file, so a persist writes only from where the two differ. Returns true when the
+    /// file holds entries past that prefix, which a persist must cut even if none are unpersisted.
+    pub fn mark_persisted_prefix(&mut self, file: &TimeIndex) -> bool {
+        self.persisted = common_prefix(&self.entries, &file.entries);
+        file.entries.len() > self.persisted
+    }
+}
+
+/// How many leading entries `a` and `b` share.
+fn common_prefix<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 #[cfg(test)]
@@ -275,6 +310,9 @@ mod tests {
         assert_eq!(ix.lookup(9).unwrap().position, 0);
         assert_eq!(ix.lookup(10).unwrap().position, 4096);
         assert_eq!(ix.lookup(1000).unwrap().position, 8192);
+        assert!(ix.last_at_or_before_position(4095).unwrap().position == 0);
+        assert!(ix.last_at_or_before_position(4096).unwrap().position == 4096);
+        assert!(ix.last_at_or_before_position(u64::MAX).unwrap().position == 8192);
         ix.truncate_from(10);
         assert_eq!(ix.len(), 1);
         assert!(OffsetIndex::new().lookup(5).is_none());
@@ -321,8 +359,26 @@ mod tests {
         assert!(ti.last_before(100).is_none());
         assert_eq!(ti.last_before(101).unwrap().rel_offset, 0);
         assert_eq!(ti.last_before(300).unwrap().rel_offset, 10);
+        assert_eq!(ti.first_from(1).unwrap().rel_offset, 10);
+        assert_eq!(ti.first_from(10).unwrap().rel_offset, 10);
+        assert!(ti.first_from(21).is_none());
         let (_, bytes) = ti.unpersisted();
-        assert_eq!(TimeIndex::decode(&bytes).unwrap().len(), 3);
+        let file = TimeIndex::decode(&bytes).unwrap();
+        assert_eq!(file.len(), 3);
+        ti.truncate_from(20);
+        ti.maybe_push(400, 30);
+        assert!(
+            ti.mark_persisted_prefix(&file),
+            "the file's entry at 20 is gone"
+        );
+        assert_eq!(
+            ti.unpersisted(),
+            (2 * TIME_ENTRY_BYTES as u64, {
+                let mut b = 400i64.to_le_bytes().to_vec();
+                b.extend_from_slice(&30u32.to_le_bytes());
+                b
+            })
+        );
     }
 
     proptest! {

@@ -270,7 +270,7 @@ impl PartitionLog {
         }
         for (i, &base) in bases.iter().enumerate() {
             let is_last = i + 1 == bases.len();
-            let (seg, stop, seg_carry) = Segment::open(&dir, base, interval).await?;
+            let (seg, stop, seg_carry) = Segment::open(&dir, base, interval, is_last).await?;
             if let Some(prev) = segments.last() {
                 if prev.next_offset != seg.base {
                     return Err(StorageError::Corrupt {
@@ -304,6 +304,16 @@ impl PartitionLog {
                 carry = seg_carry;
             }
             segments.push(seg);
+        }
+
+        // Closed segments whose index was missing or rebuilt get it written back (and synced, as
+        // when they were sealed), so the next open does not scan them again.
+        let closed = segments.len() - 1;
+        for seg in &mut segments[..closed] {
+            if let Err(e) = seg.write_back_index(true).await {
+                warn!(segment = %seg.path.display(), error = %e,
+                    "could not write back the rebuilt index; the next open rebuilds it again");
+            }
         }
 
         let active = segments.last_mut().expect("at least one segment");

@@ -9,12 +9,30 @@ use glommio::io::{BufferedFile, DmaFile, OpenOptions};
 use tracing::warn;
 
 use super::error::{Result, StorageError};
-use super::index::{OffsetIndex, TimeIndex};
+use super::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use super::tail::{align_down, align_up};
 use crate::record::{check_crc, BatchHeader, HEADER_LEN};
 
 /// Bytes read at a time while scanning a segment at recovery.
 const SCAN_WINDOW_BYTES: usize = 1 << 20;
+
+/// How far before the end of the active segment recovery starts CRC-checking batches even when
+/// the offset index vouches for them. Index entries are captured when a batch is appended and
+/// written by a background task, with no fdatasync and without waiting for the batch's own write,
+/// so after a crash an entry can point past bytes that never reached the disk: the writes in
+/// flight (up to `MAX_ROUNDS_IN_FLIGHT` = 4 rounds of 512 KiB chunks at once) and, for a power
+/// loss, what was written but not yet covered by an fdatasync (group commit syncs each batch of
+/// retired rounds, so under `Always` that is the same in-flight window). Every byte that can be
+/// torn therefore lies within this distance of the end of what was appended, and every index
+/// entry lies before that end, so scanning from the last entry at or before
+/// `last entry - RECOVERY_RESCAN_BYTES` checks all of them. The distance is measured from the
+/// last index entry, not from the file size: the file runs past the data by up to the
+/// preallocation step (64 MiB by default), and measuring from there could skip the torn bytes.
+/// 8 MiB is four times the 2 MiB (4 × 512 KiB) normally in flight; the write path must keep the
+/// unsynced window below it (a round carries the whole tail, so more than one chunk per round
+/// eats into the margin). Under `Never`/`Interval` unsynced data is not covered against power
+/// loss by design (acknowledged means "written"), but torn writes of a killed broker are.
+pub const RECOVERY_RESCAN_BYTES: u64 = 8 << 20;
 
 pub fn log_path(dir: &Path, base: i64) -> PathBuf {
     dir.join(format!("{base:020}.log"))
@@ -170,6 +188,9 @@ pub struct Segment {
     pub allocated: u64,
     dir: PathBuf,
     index_files: Rc<IndexFiles>,
+    /// The index files hold entries the in-memory indexes dropped (found at open): the next
+    /// index job must cut them even with no new entries.
+    index_files_ahead: bool,
 }
 
 async fn open_data_file(path: &Path, create_new: bool) -> Result<DmaFile> {
@@ -229,15 +250,21 @@ impl Segment {
             allocated: 0,
             dir: dir.to_path_buf(),
             index_files: Rc::new(index_files),
+            index_files_ahead: false,
         }
     }
 
     /// Opens an existing segment and validates it from its last trustworthy index entry to its
-    /// end. Returns the segment, why the scan stopped, and the bytes of its partial last block.
+    /// end: for a closed segment the last entry of its index, for the `active` one the last entry
+    /// at least [`RECOVERY_RESCAN_BYTES`] before it. Index entries past that point are dropped and
+    /// re-derived by the scan; entries the scan did not reach are dropped. Returns the segment
+    /// (its indexes marked persisted as far as the files already hold them), why the scan
+    /// stopped, and the bytes of its partial last block.
     pub async fn open(
         dir: &Path,
         base: i64,
         index_interval: u32,
+        active: bool,
     ) -> Result<(Segment, ScanStop, Vec<u8>)> {
         let path = log_path(dir, base);
         let file = open_data_file(&path, false).await?;
@@ -246,52 +273,99 @@ impl Segment {
             .await
             .map_err(|e| StorageError::io("stat", &path, e))?;
         // Read the index files before opening them for writing (which creates missing ones).
-        let indexes = load_index_files(dir, base, &path, file_size);
+        let on_disk = load_index_files(dir, base, &path, file_size);
         let index_files = IndexFiles::open(dir, base).await?;
         let mut seg = Segment::new(dir, base, path, file, index_files);
         seg.allocated = file_size;
-        let start = match indexes {
-            Some((oi, ti)) => seg.adopt_indexes(oi, ti).await,
+        let hint = match &on_disk {
+            Some((oi, ti)) => seg.adopt_indexes(oi.clone(), ti.clone(), active).await,
             None => None,
         };
-        let (from, expected) = match start {
+        // The scan starts at the last entry kept (its batch is validated again), or at 0.
+        let (from, expected) = match seg.offset_index.last() {
             Some(e) => (u64::from(e.position), base + i64::from(e.rel_offset)),
             None => (0, base),
         };
-        if let Some(t) = seg.time_index.last() {
-            seg.max_timestamp = t.timestamp;
-        }
+        seg.max_timestamp = seg.time_index.last().map_or(i64::MIN, |t| t.timestamp);
         // Everything before the scan start is vouched for by the index.
         seg.size = from;
         seg.next_offset = expected;
-        let (stop, carry) = seg.scan(from, file_size, index_interval).await?;
+        seg.bytes_since_index = 0;
+        let (stop, carry) = seg.scan(from, file_size, index_interval, hint).await?;
+        seg.trim_indexes_to_size();
+        if !active {
+            // As when it was sealed: the last time entry holds the largest timestamp.
+            seg.seal_time_index();
+        }
+        // Entries equal to the files' are not written again; the rest are (see `index_dirty`).
+        if let Some((oi, ti)) = &on_disk {
+            let offset_ahead = seg.offset_index.mark_persisted_prefix(oi);
+            let time_ahead = seg.time_index.mark_persisted_prefix(ti);
+            seg.index_files_ahead = offset_ahead || time_ahead;
+        }
         Ok((seg, stop, carry))
     }
 
-    /// Adopts decoded indexes if their last entry points at the batch it claims; returns that
-    /// entry (where the scan starts), or `None` to rebuild the indexes from the whole segment.
+    /// Adopts decoded indexes up to the entry the scan starts from: for a closed segment its
+    /// last entry, for the active one the last entry at least `RECOVERY_RESCAN_BYTES` before its
+    /// last entry. Later entries are dropped (the scan re-derives them), and so is every time
+    /// entry from the start entry's offset on; the first of those is returned as a hint that
+    /// restores the largest timestamp of the batches the kept time entries do not cover. Adopts
+    /// nothing (the scan rebuilds from the segment start) when no entry is early enough or the
+    /// start entry does not point at the batch it claims.
     async fn adopt_indexes(
         &mut self,
-        oi: OffsetIndex,
+        mut oi: OffsetIndex,
         mut ti: TimeIndex,
-    ) -> Option<super::index::OffsetEntry> {
+        active: bool,
+    ) -> Option<TimeEntry> {
         let last = oi.last()?;
-        let ok =
-            match read_bytes(&self.file, &self.path, u64::from(last.position), HEADER_LEN).await {
-                Ok(b) => BatchHeader::parse(&b)
-                    .map(|h| h.base_offset == self.base + i64::from(last.rel_offset))
-                    .unwrap_or(false),
-                Err(_) => false,
-            };
-        if !ok {
-            warn!(segment = %self.path.display(), "last index entry does not point at its batch: rebuilding the index");
+        let start = if active {
+            let before = u64::from(last.position).saturating_sub(RECOVERY_RESCAN_BYTES);
+            oi.last_at_or_before_position(before)?
+        } else {
+            last
+        };
+        if !self.entry_points_at_its_batch(start).await {
+            warn!(segment = %self.path.display(), position = start.position,
+                "index entry does not point at its batch: rebuilding the index");
             return None;
         }
-        // Time entries past the scan start are re-derived by the scan.
-        ti.truncate_from(last.rel_offset + 1);
-        self.time_index = ti;
+        if let Some(after) = start.rel_offset.checked_add(1) {
+            oi.truncate_from(after);
+        }
+        let hint = ti.first_from(start.rel_offset);
+        ti.truncate_from(start.rel_offset);
         self.offset_index = oi;
-        Some(last)
+        self.time_index = ti;
+        hint
+    }
+
+    /// Whether the batch header at `entry`'s position holds `entry`'s offset.
+    async fn entry_points_at_its_batch(&self, entry: OffsetEntry) -> bool {
+        match read_bytes(
+            &self.file,
+            &self.path,
+            u64::from(entry.position),
+            HEADER_LEN,
+        )
+        .await
+        {
+            Ok(b) => BatchHeader::parse(&b)
+                .map(|h| h.base_offset == self.base + i64::from(entry.rel_offset))
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// Drops index entries at or past the end the scan reached (the batch an adopted start
+    /// entry points at may have failed its check).
+    fn trim_indexes_to_size(&mut self) {
+        if let Ok(next) = u32::try_from(self.next_offset - self.base) {
+            self.offset_index.truncate_from(next);
+            self.time_index.truncate_from(next);
+        }
+        self.recount_since_index();
     }
 
     /// Records a batch of `len` bytes at `position` (an append or a scanned batch), adding index
@@ -304,7 +378,17 @@ impl Segment {
         );
         let len = header.total_len() as u64;
         self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
-        if self.offset_index.is_empty() || self.bytes_since_index >= u64::from(interval) {
+        let resumed_at_entry = self
+            .offset_index
+            .last()
+            .is_some_and(|e| u64::from(e.position) == position);
+        if resumed_at_entry {
+            // Recovery resumes at an adopted entry: its batch gets back the time entry it got
+            // when it was appended (the offset entry is already there).
+            self.time_index
+                .maybe_push(self.max_timestamp, self.rel(header.last_offset()));
+            self.bytes_since_index = 0;
+        } else if self.offset_index.is_empty() || self.bytes_since_index >= u64::from(interval) {
             self.offset_index
                 .push(self.rel(header.base_offset), position as u32);
             self.time_index
@@ -324,12 +408,15 @@ impl Segment {
     }
 
     /// Validates batches from `from` onward (length, CRC, contiguous offsets), indexing them,
-    /// until the first byte that is not a valid next batch.
+    /// until the first byte that is not a valid next batch. `time_hint` is a time entry past the
+    /// kept ones: once the scan validates the batch holding its offset, its timestamp (the
+    /// largest of every batch up to there) joins `max_timestamp`.
     async fn scan(
         &mut self,
         from: u64,
         file_size: u64,
         interval: u32,
+        mut time_hint: Option<TimeEntry>,
     ) -> Result<(ScanStop, Vec<u8>)> {
         let mut window = Bytes::new();
         let mut window_pos = from;
@@ -401,6 +488,12 @@ impl Segment {
                     header.base_offset
                 ));
             }
+            if let Some(t) = time_hint {
+                if self.base + i64::from(t.rel_offset) <= header.last_offset() {
+                    self.max_timestamp = self.max_timestamp.max(t.timestamp);
+                    time_hint = None;
+                }
+            }
             self.note_batch(pos, &header, interval);
             pos += total as u64;
         };
@@ -430,7 +523,9 @@ impl Segment {
 
     /// True when index entries are waiting to be written to the files.
     pub fn index_dirty(&self) -> bool {
-        self.offset_index.has_unpersisted() || self.time_index.has_unpersisted()
+        self.index_files_ahead
+            || self.offset_index.has_unpersisted()
+            || self.time_index.has_unpersisted()
     }
 
     /// Records that a job's entries are in the files.
@@ -438,6 +533,22 @@ impl Segment {
         debug_assert_eq!(job.base, self.base, "index job applied to another segment");
         self.offset_index.mark_persisted(job.lens.0);
         self.time_index.mark_persisted(job.lens.1);
+        // Every job cuts the files after its entries.
+        self.index_files_ahead = false;
+    }
+
+    /// Writes the index entries the files lack (after a rebuild at recovery), and with `durable`
+    /// syncs them, so the next open finds them. Nothing to do when the files are up to date.
+    pub async fn write_back_index(&mut self, durable: bool) -> Result<()> {
+        if !self.index_dirty() {
+            return Ok(());
+        }
+        let job = self.index_job().run().await?;
+        if durable {
+            job.sync().await?;
+        }
+        self.index_persisted(&job);
+        Ok(())
     }
 
     /// Adds the time entry for the newest record, so a closed segment's last time entry holds
