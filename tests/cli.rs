@@ -328,6 +328,7 @@ struct Row {
     earliest: i64,
     latest: i64,
     records: i64,
+    bytes: u64,
 }
 
 fn describe_rows(stdout: &str) -> Vec<Row> {
@@ -342,13 +343,14 @@ fn describe_rows(stdout: &str) -> Vec<Row> {
             "ENDPOINT",
             "EARLIEST",
             "LATEST",
-            "RECORDS"
+            "RECORDS",
+            "BYTES"
         ]
     );
     lines
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            assert_eq!(f.len(), 6, "row {l:?}");
+            assert_eq!(f.len(), 7, "row {l:?}");
             Row {
                 partition: f[0].parse().unwrap(),
                 shard: f[1].parse().unwrap(),
@@ -356,6 +358,7 @@ fn describe_rows(stdout: &str) -> Vec<Row> {
                 earliest: f[3].parse().unwrap(),
                 latest: f[4].parse().unwrap(),
                 records: f[5].parse().unwrap(),
+                bytes: f[6].parse().unwrap(),
             }
         })
         .collect()
@@ -494,6 +497,12 @@ fn topics_are_listed_described_and_deleted() {
         assert_eq!(r.endpoint, broker.shard_addr(r.shard), "{r:?}");
         let want = if r.partition == 1 { 10 } else { 0 };
         assert_eq!((r.earliest, r.latest, r.records), (0, want, want), "{r:?}");
+        // Ten records of a few bytes each: some bytes on disk, none for empty partitions.
+        if want > 0 {
+            assert!((100..1 << 20).contains(&r.bytes), "{r:?}");
+        } else {
+            assert_eq!(r.bytes, 0, "{r:?}");
+        }
     }
     let alpha = run(at(&addr, &["topic", "describe", "alpha"]), None)
         .ok()

@@ -186,6 +186,7 @@ fn describe(meta: &MetadataResponse, name: &str, broker: &str) -> Result<String,
         "EARLIEST".to_string(),
         "LATEST".to_string(),
         "RECORDS".to_string(),
+        "BYTES".to_string(),
     ]];
     for p in &t.partitions {
         rows.push([
@@ -195,6 +196,8 @@ fn describe(meta: &MetadataResponse, name: &str, broker: &str) -> Result<String,
             p.earliest_offset.to_string(),
             p.high_watermark.to_string(),
             (p.high_watermark - p.earliest_offset).max(0).to_string(),
+            p.log_bytes
+                .map_or_else(|| "?".to_string(), |b| b.to_string()),
         ]);
     }
     out.push_str(&table(&rows));
@@ -255,6 +258,7 @@ mod tests {
                         shard: p,
                         earliest_offset: 0,
                         high_watermark: 10 * i64::from(p),
+                        log_bytes: Some(100 * u64::from(p)),
                     })
                     .collect(),
                 retention_bytes: None,
@@ -266,9 +270,9 @@ mod tests {
         assert_eq!(
             text,
             "topic \"orders\": 2 partitions, retention-bytes broker default, retention-ms 1000, segment-bytes broker default\n\
-             PARTITION  SHARD  ENDPOINT        EARLIEST  LATEST  RECORDS\n\
-             0          0      localhost:9701  0         0       0\n\
-             1          1      localhost:9702  0         10      10\n"
+             PARTITION  SHARD  ENDPOINT        EARLIEST  LATEST  RECORDS  BYTES\n\
+             0          0      localhost:9701  0         0       0        0\n\
+             1          1      localhost:9702  0         10      10       100\n"
         );
     }
 }

@@ -183,6 +183,8 @@ pub struct PartitionMetadata {
     pub shard: u32,
     pub earliest_offset: i64,
     pub high_watermark: i64,
+    /// Bytes of the log on disk; `None` when the broker did not say.
+    pub log_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -593,14 +595,18 @@ fn decode_topic_metadata(t: fb::TopicMetadata<'_>) -> Result<TopicMetadata, Prot
         .partitions()
         .map(|v| {
             v.iter()
-                .map(|p| PartitionMetadata {
-                    partition: p.partition(),
-                    shard: p.shard(),
-                    earliest_offset: p.earliest_offset(),
-                    high_watermark: p.high_watermark(),
+                .map(|p| {
+                    Ok(PartitionMetadata {
+                        partition: p.partition(),
+                        shard: p.shard(),
+                        earliest_offset: p.earliest_offset(),
+                        high_watermark: p.high_watermark(),
+                        log_bytes: optional_size(p.log_bytes(), "log_bytes")?,
+                    })
                 })
-                .collect()
+                .collect::<Result<Vec<_>, ProtocolError>>()
         })
+        .transpose()?
         .unwrap_or_default();
     Ok(TopicMetadata {
         name: string(t.name(), "TopicMetadata.name")?,
@@ -823,6 +829,7 @@ fn encode_response_body(
                                     shard: p.shard,
                                     earliest_offset: p.earliest_offset,
                                     high_watermark: p.high_watermark,
+                                    log_bytes: size_field(p.log_bytes),
                                 },
                             )
                         })
@@ -1038,6 +1045,7 @@ mod tests {
                         shard: 1,
                         earliest_offset: 5,
                         high_watermark: 10,
+                        log_bytes: Some(4096),
                     }],
                     retention_bytes: None,
                     retention_ms: Some(1000),

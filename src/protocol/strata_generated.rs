@@ -1266,6 +1266,7 @@ impl<'a> PartitionMetadata<'a> {
   pub const VT_SHARD: flatbuffers::VOffsetT = 6;
   pub const VT_EARLIEST_OFFSET: flatbuffers::VOffsetT = 8;
   pub const VT_HIGH_WATERMARK: flatbuffers::VOffsetT = 10;
+  pub const VT_LOG_BYTES: flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -1277,6 +1278,7 @@ impl<'a> PartitionMetadata<'a> {
     args: &'args PartitionMetadataArgs
   ) -> flatbuffers::WIPOffset<PartitionMetadata<'bldr>> {
     let mut builder = PartitionMetadataBuilder::new(_fbb);
+    builder.add_log_bytes(args.log_bytes);
     builder.add_high_watermark(args.high_watermark);
     builder.add_earliest_offset(args.earliest_offset);
     builder.add_shard(args.shard);
@@ -1314,6 +1316,14 @@ impl<'a> PartitionMetadata<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(PartitionMetadata::VT_HIGH_WATERMARK, Some(0)).unwrap()}
   }
+  /// Bytes of the partition's log on disk (every segment), or -1 when unknown.
+  #[inline]
+  pub fn log_bytes(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(PartitionMetadata::VT_LOG_BYTES, Some(-1)).unwrap()}
+  }
 }
 
 impl flatbuffers::Verifiable for PartitionMetadata<'_> {
@@ -1327,6 +1337,7 @@ impl flatbuffers::Verifiable for PartitionMetadata<'_> {
      .visit_field::<u32>("shard", Self::VT_SHARD, false)?
      .visit_field::<i64>("earliest_offset", Self::VT_EARLIEST_OFFSET, false)?
      .visit_field::<i64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
+     .visit_field::<i64>("log_bytes", Self::VT_LOG_BYTES, false)?
      .finish();
     Ok(())
   }
@@ -1336,6 +1347,7 @@ pub struct PartitionMetadataArgs {
     pub shard: u32,
     pub earliest_offset: i64,
     pub high_watermark: i64,
+    pub log_bytes: i64,
 }
 impl<'a> Default for PartitionMetadataArgs {
   #[inline]
@@ -1345,6 +1357,7 @@ impl<'a> Default for PartitionMetadataArgs {
       shard: 0,
       earliest_offset: 0,
       high_watermark: 0,
+      log_bytes: -1,
     }
   }
 }
@@ -1371,6 +1384,10 @@ impl<'a: 'b, 'b> PartitionMetadataBuilder<'a, 'b> {
     self.fbb_.push_slot::<i64>(PartitionMetadata::VT_HIGH_WATERMARK, high_watermark, 0);
   }
   #[inline]
+  pub fn add_log_bytes(&mut self, log_bytes: i64) {
+    self.fbb_.push_slot::<i64>(PartitionMetadata::VT_LOG_BYTES, log_bytes, -1);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> PartitionMetadataBuilder<'a, 'b> {
     let start = _fbb.start_table();
     PartitionMetadataBuilder {
@@ -1392,6 +1409,7 @@ impl core::fmt::Debug for PartitionMetadata<'_> {
       ds.field("shard", &self.shard());
       ds.field("earliest_offset", &self.earliest_offset());
       ds.field("high_watermark", &self.high_watermark());
+      ds.field("log_bytes", &self.log_bytes());
       ds.finish()
   }
 }

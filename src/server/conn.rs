@@ -297,6 +297,7 @@ async fn metadata(shard: &DataShard, topics: Vec<String>) -> OpResult {
                             shard: shard.owner(&name, p),
                             earliest_offset: s.map_or(0, |s| s.earliest_offset),
                             high_watermark: s.map_or(0, |s| s.high_watermark),
+                            log_bytes: s.map(|s| s.log_bytes),
                         }
                     })
                     .collect(),

@@ -62,6 +62,7 @@ pub struct PartitionStat {
     pub partition: u32,
     pub earliest_offset: i64,
     pub high_watermark: i64,
+    pub log_bytes: u64,
 }
 
 /// A message on the mesh.

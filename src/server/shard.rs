@@ -306,11 +306,15 @@ impl DataShard {
         self.logs
             .borrow()
             .iter()
-            .map(|((topic, partition), o)| PartitionStat {
-                topic: topic.clone(),
-                partition: *partition,
-                earliest_offset: o.log.earliest_offset(),
-                high_watermark: o.log.high_watermark(),
+            .map(|((topic, partition), o)| {
+                let stats = o.log.stats();
+                PartitionStat {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    earliest_offset: stats.earliest_offset,
+                    high_watermark: stats.high_watermark,
+                    log_bytes: stats.bytes,
+                }
             })
             .collect()
     }
