@@ -173,14 +173,7 @@ pub fn run(args: ConsumeArgs) -> Result<(), String> {
     let partitions = consumer
         .partitions(topic)
         .map_err(|e| error_line(&e, Some(topic)))?;
-    if let Some(p) = args.partition {
-        if p >= partitions {
-            return Err(format!(
-                "topic {topic:?} has {partitions} partition(s), 0 to {}: there is no partition {p}",
-                partitions - 1
-            ));
-        }
-    }
+    super::check_partition(topic, partitions, args.partition)?;
     let from = match (args.from_beginning, args.offset, args.from_timestamp) {
         (true, _, _) => SeekTo::Earliest,
         (_, Some(o), _) => SeekTo::Offset(o),

@@ -96,6 +96,17 @@ pub fn is_broken_pipe(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::BrokenPipe
 }
 
+/// The error line for `--partition P` when the topic has no partition `P`.
+pub fn check_partition(topic: &str, partitions: u32, partition: Option<u32>) -> Result<(), String> {
+    match partition {
+        Some(p) if p >= partitions => Err(format!(
+            "topic {topic:?} has {partitions} partition(s), 0 to {}: there is no partition {p}",
+            partitions.saturating_sub(1)
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,14 +146,7 @@ pub fn run(args: ProduceArgs) -> Result<(), String> {
     let partitions = producer
         .partitions(topic)
         .map_err(|e| error_line(&e, Some(topic)))?;
-    if let Some(p) = args.partition {
-        if p >= partitions {
-            return Err(format!(
-                "topic {topic:?} has {partitions} partition(s), 0 to {}: there is no partition {p}",
-                partitions - 1
-            ));
-        }
-    }
+    super::check_partition(topic, partitions, args.partition)?;
 
     let window = Arc::new(Window::default());
     let failed = Arc::new(AtomicBool::new(false));

@@ -250,22 +250,14 @@ fn split_batches(mut payload: BytesMut) -> Result<Vec<BytesMut>, OpError> {
 }
 
 fn api_versions() -> Vec<ApiVersionRange> {
-    [
-        ApiKey::ApiVersions,
-        ApiKey::Metadata,
-        ApiKey::CreateTopics,
-        ApiKey::DeleteTopics,
-        ApiKey::Produce,
-        ApiKey::Fetch,
-        ApiKey::ListOffsets,
-    ]
-    .into_iter()
-    .map(|api| ApiVersionRange {
-        api,
-        min_version: API_VERSION,
-        max_version: API_VERSION,
-    })
-    .collect()
+    ApiKey::ALL
+        .into_iter()
+        .map(|api| ApiVersionRange {
+            api,
+            min_version: API_VERSION,
+            max_version: API_VERSION,
+        })
+        .collect()
 }
 
 async fn metadata(shard: &DataShard, topics: Vec<String>) -> OpResult {
