@@ -717,6 +717,15 @@ impl PartitionLog {
         self.flush().await?;
         self.finalize_active().await?;
         let base = self.inner.state.borrow().active().next_offset;
+        // A roll cut short (its append cancelled, or a failed directory sync) may have left the
+        // new, empty file behind: nothing was ever appended to it (only non-empty segments
+        // roll, so no live segment has this base).
+        let leftover = segment::log_path(&self.inner.dir, base);
+        if leftover.exists() {
+            warn!(file = %leftover.display(), "removing the file of an interrupted roll");
+            std::fs::remove_file(&leftover)
+                .map_err(|e| StorageError::io("removing", &leftover, e))?;
+        }
         let seg = Segment::create(&self.inner.dir, base).await?;
         sync_dir(&self.inner.dir).await?;
         {
@@ -983,9 +992,13 @@ async fn retire(inner: &Rc<Inner>, mark: Mark, res: std::io::Result<()>) -> bool
     true
 }
 
-/// Awaits and retires, in order, every round in flight. Returns false after a rollback.
+/// Awaits and retires, in order, the rounds in flight when called. Returns false after a
+/// rollback.
 async fn retire_all(inner: &Rc<Inner>) -> bool {
-    loop {
+    // Only the rounds on the device now: rounds issued meanwhile wait for the next sync, so a
+    // steady stream of appends cannot put the sync off.
+    let count = inner.state.borrow().inflight.len();
+    for _ in 0..count {
         let Some(round) = inner.state.borrow_mut().inflight.pop_front() else {
             return true;
         };
@@ -994,6 +1007,7 @@ async fn retire_all(inner: &Rc<Inner>) -> bool {
             return false;
         }
     }
+    true
 }
 
 /// Retires, in order, the rounds that have already completed (so one sync covers them all).
@@ -1154,8 +1168,7 @@ async fn rollback(inner: &Rc<Inner>, to: Level, err: &StorageError) {
         let cut = align_up(mark.pos);
         let seg = st.active_mut();
         let rel = seg.rel(mark.offset);
-        seg.offset_index.truncate_from(rel);
-        seg.time_index.truncate_from(rel);
+        seg.truncate_indexes_from(rel);
         seg.size = mark.pos;
         seg.next_offset = mark.offset;
         seg.max_timestamp = mark.max_timestamp;

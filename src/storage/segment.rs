@@ -117,6 +117,8 @@ async fn open_index_file(path: &Path) -> Result<BufferedFile> {
 pub struct IndexJob {
     /// Base offset of the segment the entries belong to.
     pub base: i64,
+    /// The segment's `index_generation` when the job was taken.
+    generation: u64,
     files: Rc<IndexFiles>,
     offset: (u64, Vec<u8>),
     time: (u64, Vec<u8>),
@@ -191,6 +193,9 @@ pub struct Segment {
     /// The index files hold entries the in-memory indexes dropped (found at open): the next
     /// index job must cut them even with no new entries.
     index_files_ahead: bool,
+    /// Bumped whenever the in-memory indexes are cut (rollback): a job taken before the cut
+    /// must not mark the entries added since as persisted.
+    index_generation: u64,
 }
 
 async fn open_data_file(path: &Path, create_new: bool) -> Result<DmaFile> {
@@ -251,6 +256,7 @@ impl Segment {
             dir: dir.to_path_buf(),
             index_files: Rc::new(index_files),
             index_files_ahead: false,
+            index_generation: 0,
         }
     }
 
@@ -514,6 +520,7 @@ impl Segment {
     pub fn index_job(&self) -> IndexJob {
         IndexJob {
             base: self.base,
+            generation: self.index_generation,
             files: self.index_files.clone(),
             offset: self.offset_index.unpersisted(),
             time: self.time_index.unpersisted(),
@@ -528,9 +535,24 @@ impl Segment {
             || self.time_index.has_unpersisted()
     }
 
+    /// Drops the index entries at or after `rel` (a rollback); jobs taken before no longer
+    /// count, and the next job cuts the files.
+    pub fn truncate_indexes_from(&mut self, rel: u32) {
+        self.offset_index.truncate_from(rel);
+        self.time_index.truncate_from(rel);
+        self.index_generation += 1;
+        self.index_files_ahead = true;
+    }
+
     /// Records that a job's entries are in the files.
     pub fn index_persisted(&mut self, job: &IndexJob) {
         debug_assert_eq!(job.base, self.base, "index job applied to another segment");
+        if job.generation != self.index_generation {
+            // Taken before a rollback cut the indexes: the files may hold entries memory no
+            // longer has, and its lengths say nothing about today's entries.
+            self.index_files_ahead = true;
+            return;
+        }
         self.offset_index.mark_persisted(job.lens.0);
         self.time_index.mark_persisted(job.lens.1);
         // Every job cuts the files after its entries.
