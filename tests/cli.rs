@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,7 +98,7 @@ fn run(mut cmd: Command, input: Option<Vec<u8>>) -> Output {
     });
     let stdout = drain(child.stdout.take().unwrap());
     let stderr = drain(child.stderr.take().unwrap());
-    let Some(status) = wait_for(&mut child, COMMAND_TIMEOUT) else {
+    let Some(status) = common::wait_deadline(&mut child, COMMAND_TIMEOUT) else {
         let _ = child.kill();
         let _ = child.wait();
         panic!(
@@ -122,19 +122,6 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String
         let _ = pipe.read_to_end(&mut bytes);
         String::from_utf8(bytes).expect("utf-8 output")
     })
-}
-
-fn wait_for(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[track_caller]
@@ -686,7 +673,7 @@ fn consume_into_a_closed_pipe_exits_quietly() {
             .unwrap();
         assert_eq!(first, "record-00000000\n");
     } // like `| head -1`
-    let status = wait_for(&mut child, Duration::from_secs(20)).unwrap_or_else(|| {
+    let status = common::wait_deadline(&mut child, Duration::from_secs(20)).unwrap_or_else(|| {
         let _ = child.kill();
         panic!("consume kept running after its stdout closed")
     });
@@ -756,7 +743,7 @@ fn a_broker_killed_under_produce_loses_no_printed_record() {
     broker.kill9();
     let at_kill = printed.lock().unwrap().len();
 
-    let status = wait_for(&mut child, COMMAND_TIMEOUT).unwrap_or_else(|| {
+    let status = common::wait_deadline(&mut child, COMMAND_TIMEOUT).unwrap_or_else(|| {
         let _ = child.kill();
         panic!("produce did not give up after the broker died")
     });

@@ -558,15 +558,13 @@ fn write_loop(
     broken: Arc<AtomicBool>,
 ) {
     let config = &shared.config;
+    // A batch that reaches a broken connection goes back for a retry on a new one.
+    let closed = |writer: &RequestWriter| ClientError::Closed {
+        addr: writer.addr(),
+    };
     while let Ok(batch) = rx.recv() {
         if broken.load(Ordering::Acquire) {
-            retry_or_fail(
-                &shared,
-                batch,
-                ClientError::Closed {
-                    addr: writer.addr(),
-                },
-            );
+            retry_or_fail(&shared, batch, closed(&writer));
             continue;
         }
         let body = RequestBody::Produce(ProduceRequest {
@@ -594,13 +592,7 @@ fn write_loop(
             }
             if broken.load(Ordering::Acquire) {
                 drop(q);
-                retry_or_fail(
-                    &shared,
-                    batch,
-                    ClientError::Closed {
-                        addr: writer.addr(),
-                    },
-                );
+                retry_or_fail(&shared, batch, closed(&writer));
                 continue;
             }
             // Queued before it is written, so the reader always finds the batch it answers.

@@ -161,7 +161,8 @@ fn spawn_until_ready(args: &[String], stderr_path: &Path) -> Result<Child, Start
     }
 }
 
-fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+/// The child's exit status once it exits, or `None` if it still runs after `timeout`.
+pub fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
