@@ -274,3 +274,35 @@ fn producer_retries_across_a_broker_restart() {
     let md = pending.wait().expect("retried until the broker came back");
     assert_eq!((md.partition, md.offset), (0, 1));
 }
+
+#[test]
+fn a_small_buffer_makes_send_wait_instead_of_growing() {
+    let broker = Broker::start(1, &[]);
+    create(&broker, "bounded", 2);
+    let config = ProducerConfig {
+        batch_bytes: 2048,
+        buffer_bytes: 4096,
+        linger: Duration::from_millis(1),
+        ..ProducerConfig::default()
+    };
+    let producer = Producer::connect(&broker.addr(), config).unwrap();
+    let value = vec![b'v'; 500];
+    let futures: Vec<_> = (0..400)
+        .map(|_| producer.send("bounded", None, None, Some(&value)).unwrap())
+        .collect();
+    producer.flush();
+    let mut per_partition = BTreeMap::new();
+    for f in futures {
+        let md = f.wait().expect("every record is acknowledged");
+        *per_partition.entry(md.partition).or_insert(0) += 1;
+    }
+    assert_eq!(per_partition.values().sum::<i32>(), 400);
+    let bad = ProducerConfig {
+        buffer_bytes: 0,
+        ..ProducerConfig::default()
+    };
+    assert!(matches!(
+        Producer::connect(&broker.addr(), bad),
+        Err(ClientError::Invalid(_))
+    ));
+}

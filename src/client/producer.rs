@@ -32,6 +32,8 @@ use super::{ClientError, Connection};
 pub const DEFAULT_BATCH_BYTES: usize = 1 << 20;
 /// Default time a batch may wait for more records.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+/// Default bytes of closed batches not yet acknowledged before `send` blocks.
+pub const DEFAULT_BUFFER_BYTES: usize = 64 << 20;
 /// Default produce requests outstanding per connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 5;
 /// Default retries of a batch after a retriable error.
@@ -49,6 +51,8 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u32 = 30_000;
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     pub batch_bytes: usize,
+    /// `send` blocks while closed batches not yet acknowledged hold this many bytes.
+    pub buffer_bytes: usize,
     pub linger: Duration,
     pub acks: Acks,
     pub max_in_flight: usize,
@@ -61,6 +65,7 @@ impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             batch_bytes: DEFAULT_BATCH_BYTES,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
             linger: DEFAULT_LINGER,
             acks: Acks::Leader,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
@@ -174,7 +179,8 @@ struct ReadyBatch {
     not_before: Instant,
 }
 
-/// Everything the threads share. Invariant: `unacked` counts batches closed but not completed.
+/// Everything the threads share. Invariant: `unacked` counts batches closed but not completed,
+/// and `buffered_bytes` their bytes.
 struct State {
     cluster: ClusterView,
     /// Open batches by topic, then partition.
@@ -182,6 +188,7 @@ struct State {
     ready: VecDeque<ReadyBatch>,
     sticky: HashMap<String, StickyPartitioner>,
     unacked: usize,
+    buffered_bytes: usize,
     flush_requested: bool,
     closing: bool,
 }
@@ -204,9 +211,9 @@ pub struct Producer {
 impl Producer {
     /// Connects to the broker at `bootstrap` (`HOST:PORT`), reads its metadata.
     pub fn connect(bootstrap: &str, config: ProducerConfig) -> Result<Producer, ClientError> {
-        if config.batch_bytes == 0 || config.max_in_flight == 0 {
+        if config.batch_bytes == 0 || config.buffer_bytes == 0 || config.max_in_flight == 0 {
             return Err(ClientError::Invalid(
-                "batch_bytes and max_in_flight must be at least 1".into(),
+                "batch_bytes, buffer_bytes and max_in_flight must be at least 1".into(),
             ));
         }
         let cluster = ClusterView::connect(bootstrap)?;
@@ -217,6 +224,7 @@ impl Producer {
                 ready: VecDeque::new(),
                 sticky: HashMap::new(),
                 unacked: 0,
+                buffered_bytes: 0,
                 flush_requested: false,
                 closing: false,
             }),
@@ -254,6 +262,14 @@ impl Producer {
         let timestamp = now_ms();
         let config = &self.shared.config;
         let mut st = lock(&self.shared.state);
+        // Back-pressure: a producer faster than the broker waits here, not in memory.
+        while st.buffered_bytes >= config.buffer_bytes && !st.closing {
+            st = self
+                .shared
+                .progress
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
+        }
         if st.closing {
             return Err(ClientError::Invalid("the producer is closed".into()));
         }
@@ -370,11 +386,13 @@ fn close_batch(st: &mut State, topic: &str, partition: u32, partitions: u32) {
             sticky.batch_sent(partitions);
         }
     }
+    let bytes = open.builder.finish().freeze();
     st.unacked += 1;
+    st.buffered_bytes += bytes.len();
     st.ready.push_back(ReadyBatch {
         topic: topic.to_string(),
         partition,
-        bytes: open.builder.finish().freeze(),
+        bytes,
         completion: open.completion,
         attempts: 0,
         not_before: Instant::now(),
@@ -499,6 +517,7 @@ fn retry_or_fail(shared: &Shared, mut batch: ReadyBatch, err: ClientError) {
         shared.wake_sender.notify_one();
     } else {
         st.unacked -= 1;
+        st.buffered_bytes -= batch.bytes.len();
         drop(st);
         batch.completion.complete(Err(Arc::new(err)));
         shared.progress.notify_all();
@@ -509,7 +528,11 @@ fn succeed(shared: &Shared, batch: ReadyBatch, base_offset: i64) {
     batch
         .completion
         .complete(Ok((batch.partition, base_offset)));
-    lock(&shared.state).unacked -= 1;
+    {
+        let mut st = lock(&shared.state);
+        st.unacked -= 1;
+        st.buffered_bytes -= batch.bytes.len();
+    }
     shared.progress.notify_all();
 }
 
