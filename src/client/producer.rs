@@ -273,7 +273,12 @@ impl Producer {
         if st.closing {
             return Err(ClientError::Invalid("the producer is closed".into()));
         }
-        let partitions = st.cluster.route(topic)?.partitions;
+        // A known topic is routed by its cached partition count: refreshing stale metadata is
+        // the sender thread's job, so `send` does no I/O once the topic has been seen.
+        let partitions = match st.cluster.known_partitions(topic) {
+            Some(n) => n,
+            None => st.cluster.route(topic)?.partitions,
+        };
         let partition = match (partition, key) {
             (Some(p), _) if p < partitions => p,
             (Some(p), _) => {
