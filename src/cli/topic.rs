@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use crate::client::{ClientError, Connection};
-use crate::protocol::{ErrorCode, MetadataResponse, TopicResult, TopicSpec};
+use crate::protocol::{ErrorCode, MetadataResponse, TopicSpec};
 
 use super::{error_line, BrokerOpt};
 
@@ -113,10 +113,8 @@ pub fn run(args: TopicArgs) -> Result<(), String> {
             Ok(())
         }
         TopicCommand::Delete(n) => {
-            let results = conn
-                .delete_topics(vec![n.name.clone()])
+            conn.delete_topic(&n.name)
                 .map_err(|e| error_line(&e, Some(&n.name)))?;
-            one_result(results).map_err(|e| error_line(&e, Some(&n.name)))?;
             println!("deleted topic {:?}", n.name);
             Ok(())
         }
@@ -131,17 +129,6 @@ fn connect(broker: &str) -> Result<Connection, String> {
     conn.set_read_timeout(Some(ADMIN_TIMEOUT))
         .map_err(|e| error_line(&e, None))?;
     Ok(conn)
-}
-
-fn one_result(results: Vec<TopicResult>) -> Result<(), ClientError> {
-    match results.into_iter().next() {
-        Some(r) if r.error == ErrorCode::None => Ok(()),
-        Some(r) => Err(ClientError::Broker {
-            code: r.error,
-            message: r.message.unwrap_or_default(),
-        }),
-        None => Err(ClientError::Invalid("the broker returned no result".into())),
-    }
 }
 
 /// The text of `strata topic describe`: the settings, then one row per partition.

@@ -310,6 +310,12 @@ impl Connection {
         }
     }
 
+    /// Deletes one topic; its own error (e.g. UnknownTopic) becomes `Err`.
+    pub fn delete_topic(&mut self, name: &str) -> Result<(), ClientError> {
+        let results = self.delete_topics(vec![name.to_string()])?;
+        topic_result(results)
+    }
+
     /// Appends whole record batches to a partition and waits for the acknowledgement.
     pub fn produce(
         &mut self,

@@ -42,6 +42,8 @@ pub struct DataShard {
     pub shard_count: u32,
     pub config: Arc<BrokerConfig>,
     pub senders: Senders<ShardMsg>,
+    /// The coordinator's peer id on the mesh.
+    coordinator_peer: usize,
     pub shutdown: Shutdown,
     catalog: RefCell<Arc<Catalog>>,
     logs: RefCell<HashMap<(String, u32), OpenPartition>>,
@@ -63,6 +65,7 @@ pub async fn run(
     storage::prime_dma_probe(&config.data_dir)
         .await
         .map_err(|e| e.to_string())?;
+    let coordinator_peer = ctx.coordinator_peer();
     let ShardContext {
         shard_count,
         senders,
@@ -76,6 +79,7 @@ pub async fn run(
         shard_count,
         config: config.clone(),
         senders,
+        coordinator_peer,
         shutdown: shutdown.clone(),
         catalog: RefCell::new(Arc::new(Catalog::new())),
         logs: RefCell::new(HashMap::new()),
@@ -265,9 +269,8 @@ impl DataShard {
 
     /// Sends `msg` to the coordinator and waits for its answer.
     pub async fn to_coordinator(&self, msg: ShardMsg) -> Result<(), OpError> {
-        let coordinator = self.shard_count as usize;
         self.senders
-            .send_to(coordinator, msg)
+            .send_to(self.coordinator_peer, msg)
             .await
             .map_err(|_| OpError::new(ErrorCode::ShuttingDown, "the coordinator is stopping"))
     }
