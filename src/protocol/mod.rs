@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod group;
 pub mod message;
 
 #[allow(
@@ -32,6 +33,12 @@ pub use error::{ErrorCode, ProtocolError};
 pub use frame::{
     frame_length, write_prefix, Frame, FrameDecoder, FrameError, DEFAULT_MAX_FRAME_BYTES,
     FRAME_PREFIX_BYTES, MAX_HEADER_BYTES, MAX_LENGTH_FIELD,
+};
+pub use group::{
+    CommitOffset, CommittedOffset, GroupDescription, GroupHeartbeatRequest, GroupHeartbeatResponse,
+    GroupListing, GroupState, MemberDescription, OffsetCommitRequest, OffsetFetchRequest,
+    PartitionLag, PartitionResult, TopicPartitions, MEMBER_EPOCH_ADMIN, MEMBER_EPOCH_JOIN,
+    MEMBER_EPOCH_LEAVE,
 };
 pub use message::{
     Acks, ApiKey, ApiVersionRange, FetchRequest, FetchResponse, ListOffsetsRequest,
