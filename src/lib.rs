@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod coordinator;
 pub mod demo;
 pub mod metadata;
 pub mod preflight;

@@ -25,8 +25,10 @@ enum Command {
     Topic(strata::cli::topic::TopicArgs),
     /// Append stdin to a topic, one record per line.
     Produce(strata::cli::produce::ProduceArgs),
-    /// Print a topic's records, one per line or formatted.
+    /// Print a topic's records, one per line or formatted; alone or as a consumer-group member.
     Consume(strata::cli::consume::ConsumeArgs),
+    /// List, describe and delete consumer groups, and reset their offsets.
+    Group(strata::cli::group::GroupArgs),
     /// Append to one partition log, read it back verified, and print what it measured.
     LogDemo(strata::cli::log_demo::LogDemoArgs),
 }
@@ -40,6 +42,7 @@ fn main() {
         Command::Topic(args) => strata::cli::topic::run(args),
         Command::Produce(args) => strata::cli::produce::run(args),
         Command::Consume(args) => strata::cli::consume::run(args),
+        Command::Group(args) => strata::cli::group::run(args),
         Command::LogDemo(args) => {
             strata::cli::preflight(1).and_then(|()| strata::cli::log_demo::run(args))
         }

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::client::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+use crate::client::{
+    ClientError, Consumer, ConsumerConfig, ConsumerRecord, GroupConsumer, GroupConsumerConfig,
+    OffsetReset, SeekTo, DEFAULT_SESSION_TIMEOUT_MS,
+};
 
 use super::{error_line, is_broken_pipe, BrokerOpt};
 
@@ -21,23 +24,38 @@ const POLL_SLICE: Duration = Duration::from_millis(100);
     after_help = "FMT (like kcat -f): %t topic, %p partition, %o offset, %k key, %v value,\n\
 %T timestamp (ms), %% a percent sign, \\n newline, \\t tab, \\\\ backslash. With --format\n\
 nothing is added after each record: end FMT with \\n for one record per line.\n\n\
-Examples:\n  strata consume orders --from-beginning --idle-timeout-ms 1000\n  strata consume orders --partition 2 --offset 100 --max-messages 10\n  strata consume orders --from-beginning --format '%p %o %k=%v\\n'"
+With --group G the command is a member of consumer group G: the broker assigns it some of the\n\
+topic's partitions, it starts each at the group's committed offset (or, with none, at the end,\n\
+or the beginning with --from-beginning), and it commits what it printed before it gives up a\n\
+partition and when it exits (idle timeout, --max-messages, Ctrl-C).\n\n\
+Examples:\n  strata consume orders --from-beginning --idle-timeout-ms 1000\n  strata consume orders --group billing --from-beginning\n  strata consume orders --partition 2 --offset 100 --max-messages 10\n  strata consume orders --from-beginning --format '%p %o %k=%v\\n'"
 )]
 pub struct ConsumeArgs {
     /// Topic to read.
     pub topic: String,
     /// Read only this partition [default: every partition of the topic].
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", conflicts_with = "group")]
     pub partition: Option<u32>,
-    /// Start at the first record still in the log [default: the end, only new records].
+    /// Start at the first record still in the log [default: the end, only new records]. With
+    /// --group: where partitions without a committed offset start.
     #[arg(long, conflicts_with_all = ["offset", "from_timestamp"])]
     pub from_beginning: bool,
     /// Start at this offset (of each partition read).
-    #[arg(long, value_name = "O", value_parser = clap::value_parser!(i64).range(0..), conflicts_with = "from_timestamp")]
+    #[arg(long, value_name = "O", value_parser = clap::value_parser!(i64).range(0..), conflicts_with_all = ["from_timestamp", "group"])]
     pub offset: Option<i64>,
     /// Start at the first record stamped at or after this time (ms since the epoch).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", conflicts_with = "group")]
     pub from_timestamp: Option<i64>,
+    /// Consume as a member of this consumer group (see below).
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+    /// With --group: the broker drops this member when it hears nothing for this long.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_SESSION_TIMEOUT_MS, requires = "group")]
+    pub session_timeout_ms: u32,
+    /// With --group: the group's assignor, when this member starts an empty group
+    /// (range, roundrobin, sticky) [default: the group's, else sticky].
+    #[arg(long, value_name = "NAME", requires = "group")]
+    pub assignor: Option<String>,
     /// Exit after printing N records.
     #[arg(long, value_name = "N")]
     pub max_messages: Option<u64>,
@@ -168,6 +186,59 @@ pub fn run(args: ConsumeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot install the signal handler: {e}"))?;
     }
 
+    let mut source = match &args.group {
+        Some(group) => Source::Group(join_group(&args, group)?),
+        None => Source::Plain(assign(&args)?),
+    };
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let written = print_records(&mut source, &args, &stop, &mut out)
+        .and_then(|()| out.flush().map_err(Stop::Output));
+    match written {
+        // Everything returned was printed: a group member commits it as it leaves.
+        Ok(()) => source.close().map_err(|e| error_line(&e, Some(topic))),
+        // Some records may not have been printed: leave without committing them.
+        Err(Stop::Output(e)) if is_broken_pipe(&e) => Ok(()),
+        Err(Stop::Output(e)) => Err(format!("writing to stdout: {e}")),
+        Err(Stop::Failed(e)) => {
+            // Show what was read before the failure.
+            let _ = out.flush();
+            Err(e)
+        }
+    }
+}
+
+/// Where records come from: chosen partitions, or a consumer group's assignment.
+#[allow(clippy::large_enum_variant)] // one per process
+enum Source {
+    Plain(Consumer),
+    Group(GroupConsumer),
+}
+
+impl Source {
+    fn poll_max(
+        &mut self,
+        timeout: Duration,
+        max: usize,
+    ) -> Result<Vec<ConsumerRecord>, ClientError> {
+        match self {
+            Source::Plain(c) => c.poll_max(timeout, max),
+            Source::Group(g) => g.poll_max(timeout, max),
+        }
+    }
+
+    /// A group member commits what was returned and leaves the group.
+    fn close(self) -> Result<(), ClientError> {
+        match self {
+            Source::Plain(_) => Ok(()),
+            Source::Group(g) => g.close(),
+        }
+    }
+}
+
+/// A consumer reading the partitions and start offsets the flags name.
+fn assign(args: &ConsumeArgs) -> Result<Consumer, String> {
+    let topic = args.topic.as_str();
     let mut consumer = Consumer::connect(&args.broker.broker, ConsumerConfig::default())
         .map_err(|e| error_line(&e, Some(topic)))?;
     let partitions = consumer
@@ -184,21 +255,25 @@ pub fn run(args: ConsumeArgs) -> Result<(), String> {
     consumer
         .assign(topic, only.as_ref().map(|p| &p[..]), from)
         .map_err(|e| error_line(&e, Some(topic)))?;
+    Ok(consumer)
+}
 
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
-    let written = print_records(&mut consumer, &args, &stop, &mut out)
-        .and_then(|()| out.flush().map_err(Stop::Output));
-    match written {
-        Ok(()) => Ok(()),
-        Err(Stop::Output(e)) if is_broken_pipe(&e) => Ok(()),
-        Err(Stop::Output(e)) => Err(format!("writing to stdout: {e}")),
-        Err(Stop::Failed(e)) => {
-            // Show what was read before the failure.
-            let _ = out.flush();
-            Err(e)
-        }
-    }
+/// A member of `group` subscribed to the topic (which must exist).
+fn join_group(args: &ConsumeArgs, group: &str) -> Result<GroupConsumer, String> {
+    let topic = args.topic.as_str();
+    crate::client::ClusterView::connect(&args.broker.broker)
+        .and_then(|mut view| view.route(topic).map(|_| ()))
+        .map_err(|e| error_line(&e, Some(topic)))?;
+    let mut config = GroupConsumerConfig::new(group, &[topic]);
+    config.session_timeout_ms = args.session_timeout_ms;
+    config.assignor.clone_from(&args.assignor);
+    config.client_id = "strata-consume".to_string();
+    config.auto_offset_reset = if args.from_beginning {
+        OffsetReset::Earliest
+    } else {
+        OffsetReset::Latest
+    };
+    GroupConsumer::connect(&args.broker.broker, config).map_err(|e| error_line(&e, Some(topic)))
 }
 
 /// Why printing stopped early.
@@ -209,7 +284,7 @@ enum Stop {
 
 /// Polls and prints until `--max-messages`, the idle timeout, or `stop`.
 fn print_records(
-    consumer: &mut Consumer,
+    source: &mut Source,
     args: &ConsumeArgs,
     stop: &AtomicBool,
     out: &mut impl Write,
@@ -228,20 +303,18 @@ fn print_records(
             }
             None => POLL_SLICE,
         };
-        let records = consumer
-            .poll(wait)
+        let max = usize::try_from(left).unwrap_or(usize::MAX);
+        let records = source
+            .poll_max(wait, max)
             .map_err(|e| Stop::Failed(error_line(&e, Some(&args.topic))))?;
         if records.is_empty() {
             continue;
         }
         last_record = Instant::now();
         for r in &records {
-            if left == 0 {
-                break;
-            }
             write_record(out, args.format.as_ref(), r).map_err(Stop::Output)?;
-            left -= 1;
         }
+        left -= records.len() as u64;
         // Records show up as they arrive, not when a buffer fills.
         out.flush().map_err(Stop::Output)?;
     }

@@ -3,6 +3,7 @@
 //! `--broker` flag and the one-line wording of client errors.
 
 pub mod consume;
+pub mod group;
 pub mod log_demo;
 pub mod produce;
 pub mod topic;
@@ -11,13 +12,17 @@ use std::io::IsTerminal;
 
 use clap::Args;
 
-use crate::client::ClientError;
+use std::time::Duration;
+
+use crate::client::{ClientError, Connection};
 use crate::preflight::{self, Requirements};
 use crate::protocol::ErrorCode;
 use crate::runtime::IO_MEMORY_BYTES;
 
 /// Where commands that talk to a broker find it when `--broker` and `STRATA_BROKER` are unset.
 pub const DEFAULT_BROKER: &str = "127.0.0.1:9700";
+/// How long an admin request may take before the command gives up.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `--broker` flag every client command takes.
 #[derive(Debug, Clone, Args)]
@@ -89,6 +94,42 @@ fn io_text(e: &std::io::Error) -> String {
         Some(i) if text.ends_with(')') => text[..i].to_string(),
         _ => text,
     }
+}
+
+/// An admin connection whose requests time out instead of hanging on a stuck broker.
+pub fn admin_connection(broker: &str) -> Result<Connection, String> {
+    let conn = Connection::connect(broker)
+        .map_err(|e| error_line(&e, None))?
+        .with_client_id("strata-cli");
+    conn.set_read_timeout(Some(ADMIN_TIMEOUT))
+        .map_err(|e| error_line(&e, None))?;
+    Ok(conn)
+}
+
+/// Left-aligned columns separated by two spaces, no trailing blanks.
+pub fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if i + 1 < N {
+                line.extend(std::iter::repeat_n(
+                    ' ',
+                    widths[i] - cell.chars().count() + 2,
+                ));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// True for a write to a closed pipe (`strata consume ... | head`).

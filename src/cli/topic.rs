@@ -2,17 +2,13 @@
 //! connection to the broker.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::client::{ClientError, Connection};
+use crate::client::ClientError;
 use crate::protocol::{ErrorCode, MetadataResponse, TopicSpec};
 
-use super::{error_line, BrokerOpt};
-
-/// How long an admin request may take before the command gives up.
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+use super::{admin_connection as connect, error_line, table, BrokerOpt};
 
 /// Arguments of `strata topic`.
 #[derive(Debug, Args)]
@@ -121,16 +117,6 @@ pub fn run(args: TopicArgs) -> Result<(), String> {
     }
 }
 
-/// An admin connection whose requests time out instead of hanging on a stuck broker.
-fn connect(broker: &str) -> Result<Connection, String> {
-    let conn = Connection::connect(broker)
-        .map_err(|e| error_line(&e, None))?
-        .with_client_id("strata-cli");
-    conn.set_read_timeout(Some(ADMIN_TIMEOUT))
-        .map_err(|e| error_line(&e, None))?;
-    Ok(conn)
-}
-
 /// The text of `strata topic describe`: the settings, then one row per partition.
 fn describe(meta: &MetadataResponse, name: &str, broker: &str) -> Result<String, String> {
     let t = meta
@@ -189,32 +175,6 @@ fn describe(meta: &MetadataResponse, name: &str, broker: &str) -> Result<String,
     }
     out.push_str(&table(&rows));
     Ok(out)
-}
-
-/// Left-aligned columns separated by two spaces, no trailing blanks.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0usize; N];
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            if i + 1 < N {
-                line.extend(std::iter::repeat_n(
-                    ' ',
-                    widths[i] - cell.chars().count() + 2,
-                ));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

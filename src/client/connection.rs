@@ -10,9 +10,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::protocol::{
-    Acks, ApiKey, ErrorCode, FetchRequest, FetchResponse, Frame, FrameDecoder, ListOffsetsRequest,
-    MetadataResponse, OffsetSpec, ProduceRequest, ProduceResponse, Request, RequestBody, Response,
-    ResponseBody, TopicResult, TopicSpec, API_VERSION, MAX_LENGTH_FIELD,
+    Acks, ApiKey, CommittedOffset, ErrorCode, FetchRequest, FetchResponse, Frame, FrameDecoder,
+    GroupDescription, GroupHeartbeatRequest, GroupHeartbeatResponse, GroupListing,
+    ListOffsetsRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest, OffsetSpec,
+    PartitionResult, ProduceRequest, ProduceResponse, Request, RequestBody, Response, ResponseBody,
+    TopicResult, TopicSpec, API_VERSION, MAX_LENGTH_FIELD,
 };
 use crate::record::next_batch_len;
 
@@ -314,6 +316,74 @@ impl Connection {
     pub fn delete_topic(&mut self, name: &str) -> Result<(), ClientError> {
         let results = self.delete_topics(vec![name.to_string()])?;
         topic_result(results)
+    }
+
+    /// One consumer-group heartbeat (join, stay, or leave).
+    pub fn group_heartbeat(
+        &mut self,
+        req: GroupHeartbeatRequest,
+    ) -> Result<GroupHeartbeatResponse, ClientError> {
+        match self.call(RequestBody::GroupHeartbeat(req), &[])?.0 {
+            ResponseBody::GroupHeartbeat(r) => Ok(r),
+            other => Err(self.mismatch(ApiKey::GroupHeartbeat, &other)),
+        }
+    }
+
+    /// Commits offsets; one result per partition (a refused partition does not fail the call).
+    pub fn offset_commit(
+        &mut self,
+        req: OffsetCommitRequest,
+    ) -> Result<Vec<PartitionResult>, ClientError> {
+        match self.call(RequestBody::OffsetCommit(req), &[])?.0 {
+            ResponseBody::OffsetCommit(r) => Ok(r),
+            other => Err(self.mismatch(ApiKey::OffsetCommit, &other)),
+        }
+    }
+
+    /// A group's committed offsets of `topics` (every topic when empty).
+    pub fn offset_fetch(
+        &mut self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Vec<CommittedOffset>, ClientError> {
+        let body = RequestBody::OffsetFetch(OffsetFetchRequest {
+            group: group.to_string(),
+            topics: topics.to_vec(),
+        });
+        match self.call(body, &[])?.0 {
+            ResponseBody::OffsetFetch(r) => Ok(r),
+            other => Err(self.mismatch(ApiKey::OffsetFetch, &other)),
+        }
+    }
+
+    /// Every consumer group of the broker.
+    pub fn list_groups(&mut self) -> Result<Vec<GroupListing>, ClientError> {
+        match self.call(RequestBody::ListGroups, &[])?.0 {
+            ResponseBody::ListGroups(r) => Ok(r),
+            other => Err(self.mismatch(ApiKey::ListGroups, &other)),
+        }
+    }
+
+    /// A group's state, members, assignment and committed offsets with their lag.
+    pub fn describe_group(&mut self, group: &str) -> Result<GroupDescription, ClientError> {
+        let body = RequestBody::DescribeGroup {
+            group: group.to_string(),
+        };
+        match self.call(body, &[])?.0 {
+            ResponseBody::DescribeGroup(r) => Ok(r),
+            other => Err(self.mismatch(ApiKey::DescribeGroup, &other)),
+        }
+    }
+
+    /// Deletes a group without members, with its committed offsets.
+    pub fn delete_group(&mut self, group: &str) -> Result<(), ClientError> {
+        let body = RequestBody::DeleteGroup {
+            group: group.to_string(),
+        };
+        match self.call(body, &[])?.0 {
+            ResponseBody::DeleteGroup => Ok(()),
+            other => Err(self.mismatch(ApiKey::DeleteGroup, &other)),
+        }
     }
 
     /// Appends whole record batches to a partition and waits for the acknowledgement.

@@ -159,12 +159,8 @@ impl Consumer {
         let addr = self.cluster.route(topic)?.endpoint(partition)?;
         let mut conn = Connection::connect(&addr.to_string())?.with_client_id("strata-consumer");
         let offset = resolve(&mut conn, topic, partition, to)?;
+        self.unassign(topic, partition);
         let topic: Arc<str> = Arc::from(topic);
-        if let Some(old) = self.fetchers.remove(&(topic.clone(), partition)) {
-            old.stop.store(true, Ordering::Release);
-        }
-        self.buffered
-            .retain(|r| !(r.topic == topic && r.partition == partition));
         self.next_generation += 1;
         let generation = self.next_generation;
         let stop = Arc::new(AtomicBool::new(false));
@@ -194,7 +190,18 @@ impl Consumer {
         Ok(())
     }
 
-    /// The next offset `poll` will return for a partition.
+    /// Stops reading a partition; its records not yet returned by `poll` are dropped.
+    pub fn unassign(&mut self, topic: &str, partition: u32) {
+        let topic: Arc<str> = Arc::from(topic);
+        if let Some(old) = self.fetchers.remove(&(topic.clone(), partition)) {
+            old.stop.store(true, Ordering::Release);
+        }
+        self.buffered
+            .retain(|r| !(r.topic == topic && r.partition == partition));
+    }
+
+    /// The offset after the last record `poll` returned of a partition (where it started, if
+    /// none yet).
     pub fn position(&self, topic: &str, partition: u32) -> Option<i64> {
         self.fetchers
             .get(&(Arc::from(topic), partition))
@@ -203,10 +210,23 @@ impl Consumer {
 
     /// Records that arrived, waiting up to `timeout` for the first; empty when none came.
     pub fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
+        self.poll_max(timeout, usize::MAX)
+    }
+
+    /// `poll`, returning at most `max` records; the rest wait for the next call (a partition's
+    /// `position` moves only past records returned).
+    pub fn poll_max(
+        &mut self,
+        timeout: Duration,
+        max: usize,
+    ) -> Result<Vec<ConsumerRecord>, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if !self.buffered.is_empty() {
-                return Ok(self.buffered.drain(..).collect());
+            if !self.buffered.is_empty() && max > 0 {
+                let n = max.min(self.buffered.len());
+                let out: Vec<ConsumerRecord> = self.buffered.drain(..n).collect();
+                self.advance_positions(&out);
+                return Ok(out);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             let event = match self.rx.recv_timeout(left) {
@@ -225,19 +245,31 @@ impl Consumer {
                         continue;
                     };
                     let key = (first.topic.clone(), first.partition);
-                    let Some(f) = self.fetchers.get_mut(&key) else {
-                        continue;
-                    };
-                    if f.generation != generation {
-                        continue; // from before a seek
+                    match self.fetchers.get(&key) {
+                        Some(f) if f.generation == generation => self.buffered.extend(records),
+                        // From before a seek, or of a partition no longer assigned.
+                        _ => continue,
                     }
-                    f.position = records.last().map_or(f.position, |r| r.offset + 1);
-                    self.buffered.extend(records);
                 }
                 Event::Failed { generation, error } => {
                     if self.fetchers.values().any(|f| f.generation == generation) {
                         return Err(error);
                     }
+                }
+            }
+        }
+    }
+
+    /// Moves each partition's position past the last of its records in `delivered`.
+    fn advance_positions(&mut self, delivered: &[ConsumerRecord]) {
+        for (i, r) in delivered.iter().enumerate() {
+            let last_of_run = delivered
+                .get(i + 1)
+                .is_none_or(|next| next.partition != r.partition || next.topic != r.topic);
+            if last_of_run {
+                if let Some(f) = self.fetchers.get_mut(&(r.topic.clone(), r.partition)) {
+                    debug_assert!(r.offset >= f.position, "positions only move forward");
+                    f.position = r.offset + 1;
                 }
             }
         }

@@ -5,6 +5,7 @@
 mod connection;
 mod consumer;
 mod error;
+mod group;
 mod metadata;
 mod partitioner;
 mod producer;
@@ -15,6 +16,10 @@ pub use connection::{
 };
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
 pub use error::ClientError;
+pub use group::{
+    GroupConsumer, GroupConsumerConfig, OffsetReset, DEFAULT_AUTO_COMMIT_INTERVAL,
+    DEFAULT_SESSION_TIMEOUT_MS,
+};
 pub use metadata::{ClusterView, TopicRoute};
 pub use partitioner::{murmur2, partition_for_key, StickyPartitioner};
 pub use producer::{DeliveryFuture, Producer, ProducerConfig, RecordMetadata};

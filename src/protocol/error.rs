@@ -77,6 +77,23 @@ error_codes! {
     InvalidConfig = 17,
     /// The request was not completed within its timeout; a produce may still be applied.
     Timeout = 18,
+    /// The group does not exist.
+    UnknownGroup = 19,
+    /// The member id is not a member of the group (e.g. its session expired): rejoin with epoch
+    /// `MEMBER_EPOCH_JOIN`.
+    UnknownMember = 20,
+    /// The member's epoch is not one the coordinator gave it: release everything and rejoin.
+    FencedMemberEpoch = 21,
+    /// An offset commit carried an older epoch of a live member: retry with the current one.
+    StaleMemberEpoch = 22,
+    /// DeleteGroup and administrative offset commits (resets) need a group without members.
+    GroupNotEmpty = 23,
+    /// The group id breaks the naming rules.
+    InvalidGroup = 24,
+    /// The session timeout is outside the broker's bounds.
+    InvalidSessionTimeout = 25,
+    /// An offset commit names a partition the member does not own.
+    NotAssigned = 26,
 }
 
 impl ErrorCode {

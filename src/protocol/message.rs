@@ -4,11 +4,16 @@
 //! (the payload is sent after it, untouched).
 
 use bytes::BytesMut;
-use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, VerifierOptions, WIPOffset};
+use flatbuffers::{FlatBufferBuilder, Follow, ForwardsUOffset, Vector, VerifierOptions, WIPOffset};
 
 use super::error::{ErrorCode, ProtocolError};
 use super::fb;
 use super::frame::{write_prefix, MAX_HEADER_BYTES};
+use super::group::{
+    CommitOffset, CommittedOffset, GroupDescription, GroupHeartbeatRequest, GroupHeartbeatResponse,
+    GroupListing, GroupState, MemberDescription, OffsetCommitRequest, OffsetFetchRequest,
+    PartitionLag, PartitionResult, TopicPartitions,
+};
 
 /// The one version of every operation this build speaks.
 pub const API_VERSION: u16 = 0;
@@ -18,7 +23,8 @@ pub const FILE_IDENTIFIER: &str = "STRA";
 
 /// Most tables a header may hold (a Metadata response lists every partition).
 const MAX_HEADER_TABLES: usize = 1 << 20;
-/// Deepest nesting a header may have (Response → body → topic → partition is 4).
+/// Deepest nesting a header may have (Response → body → topic → partition is 4, as is
+/// Response → DescribeGroup → member → its assignment's topic).
 const MAX_HEADER_DEPTH: usize = 16;
 
 /// The operations, as `ApiVersions` lists them.
@@ -31,11 +37,17 @@ pub enum ApiKey {
     Produce,
     Fetch,
     ListOffsets,
+    GroupHeartbeat,
+    OffsetCommit,
+    OffsetFetch,
+    ListGroups,
+    DescribeGroup,
+    DeleteGroup,
 }
 
 impl ApiKey {
     /// Every operation, in schema order.
-    pub const ALL: [ApiKey; 7] = [
+    pub const ALL: [ApiKey; 13] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -43,6 +55,12 @@ impl ApiKey {
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
+        ApiKey::GroupHeartbeat,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroup,
+        ApiKey::DeleteGroup,
     ];
 
     fn to_fb(self) -> fb::ApiKey {
@@ -54,6 +72,12 @@ impl ApiKey {
             ApiKey::Produce => fb::ApiKey::Produce,
             ApiKey::Fetch => fb::ApiKey::Fetch,
             ApiKey::ListOffsets => fb::ApiKey::ListOffsets,
+            ApiKey::GroupHeartbeat => fb::ApiKey::GroupHeartbeat,
+            ApiKey::OffsetCommit => fb::ApiKey::OffsetCommit,
+            ApiKey::OffsetFetch => fb::ApiKey::OffsetFetch,
+            ApiKey::ListGroups => fb::ApiKey::ListGroups,
+            ApiKey::DescribeGroup => fb::ApiKey::DescribeGroup,
+            ApiKey::DeleteGroup => fb::ApiKey::DeleteGroup,
         }
     }
 
@@ -145,6 +169,18 @@ pub enum RequestBody {
     Produce(ProduceRequest),
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
+    GroupHeartbeat(GroupHeartbeatRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    /// Every group the broker knows.
+    ListGroups,
+    DescribeGroup {
+        group: String,
+    },
+    /// Deletes a group without members and its committed offsets.
+    DeleteGroup {
+        group: String,
+    },
 }
 
 impl RequestBody {
@@ -157,6 +193,12 @@ impl RequestBody {
             RequestBody::Produce(_) => ApiKey::Produce,
             RequestBody::Fetch(_) => ApiKey::Fetch,
             RequestBody::ListOffsets(_) => ApiKey::ListOffsets,
+            RequestBody::GroupHeartbeat(_) => ApiKey::GroupHeartbeat,
+            RequestBody::OffsetCommit(_) => ApiKey::OffsetCommit,
+            RequestBody::OffsetFetch(_) => ApiKey::OffsetFetch,
+            RequestBody::ListGroups => ApiKey::ListGroups,
+            RequestBody::DescribeGroup { .. } => ApiKey::DescribeGroup,
+            RequestBody::DeleteGroup { .. } => ApiKey::DeleteGroup,
         }
     }
 }
@@ -244,6 +286,13 @@ pub enum ResponseBody {
     Produce(ProduceResponse),
     Fetch(FetchResponse),
     ListOffsets(ListOffsetsResponse),
+    GroupHeartbeat(GroupHeartbeatResponse),
+    /// Per-partition outcome of the commit.
+    OffsetCommit(Vec<PartitionResult>),
+    OffsetFetch(Vec<CommittedOffset>),
+    ListGroups(Vec<GroupListing>),
+    DescribeGroup(GroupDescription),
+    DeleteGroup,
 }
 
 impl ResponseBody {
@@ -256,6 +305,12 @@ impl ResponseBody {
             ResponseBody::Produce(_) => ApiKey::Produce,
             ResponseBody::Fetch(_) => ApiKey::Fetch,
             ResponseBody::ListOffsets(_) => ApiKey::ListOffsets,
+            ResponseBody::GroupHeartbeat(_) => ApiKey::GroupHeartbeat,
+            ResponseBody::OffsetCommit(_) => ApiKey::OffsetCommit,
+            ResponseBody::OffsetFetch(_) => ApiKey::OffsetFetch,
+            ResponseBody::ListGroups(_) => ApiKey::ListGroups,
+            ResponseBody::DescribeGroup(_) => ApiKey::DescribeGroup,
+            ResponseBody::DeleteGroup => ApiKey::DeleteGroup,
         }
     }
 }
@@ -310,10 +365,40 @@ fn string(value: Option<&str>, field: &'static str) -> Result<String, ProtocolEr
     required(value, field).map(str::to_string)
 }
 
+/// Free text: absent reads as empty.
+fn text(value: Option<&str>) -> String {
+    value.unwrap_or_default().to_string()
+}
+
 fn strings(value: Option<Vector<'_, ForwardsUOffset<&str>>>) -> Vec<String> {
     value
         .map(|v| v.iter().map(str::to_string).collect())
         .unwrap_or_default()
+}
+
+/// Decodes each table of a vector; an absent vector is empty.
+fn tables<'a, T, U>(
+    value: Option<Vector<'a, ForwardsUOffset<T>>>,
+    decode: impl FnMut(T::Inner) -> Result<U, ProtocolError>,
+) -> Result<Vec<U>, ProtocolError>
+where
+    T: Follow<'a> + 'a,
+{
+    value.map_or(Ok(Vec::new()), |v| v.iter().map(decode).collect())
+}
+
+fn decode_topic_partitions(
+    value: Option<Vector<'_, ForwardsUOffset<fb::TopicPartitions<'_>>>>,
+) -> Result<Vec<TopicPartitions>, ProtocolError> {
+    tables(value, |t| {
+        Ok(TopicPartitions {
+            topic: string(t.topic(), "TopicPartitions.topic")?,
+            partitions: t
+                .partitions()
+                .map(|p| p.iter().collect())
+                .unwrap_or_default(),
+        })
+    })
 }
 
 /// `-1` is "unset"; any other negative value is out of range.
@@ -327,6 +412,31 @@ fn optional_size(value: i64, field: &'static str) -> Result<Option<u64>, Protoco
 
 fn size_field(value: Option<u64>) -> i64 {
     value.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// `-1` is "unset"; any other value passes through.
+fn optional_i64(value: i64) -> Option<i64> {
+    (value != -1).then_some(value)
+}
+
+fn group_state(state: fb::GroupState) -> Result<GroupState, ProtocolError> {
+    match state {
+        fb::GroupState::Empty => Ok(GroupState::Empty),
+        fb::GroupState::Reconciling => Ok(GroupState::Reconciling),
+        fb::GroupState::Stable => Ok(GroupState::Stable),
+        other => Err(ProtocolError::UnknownEnum {
+            field: "state",
+            value: i64::from(other.0),
+        }),
+    }
+}
+
+fn group_state_field(state: GroupState) -> fb::GroupState {
+    match state {
+        GroupState::Empty => fb::GroupState::Empty,
+        GroupState::Reconciling => fb::GroupState::Reconciling,
+        GroupState::Stable => fb::GroupState::Stable,
+    }
 }
 
 fn error_code(code: fb::ErrorCode) -> Result<ErrorCode, ProtocolError> {
@@ -351,29 +461,15 @@ impl Request {
             }
             fb::RequestBody::CreateTopicsRequest => {
                 let c = required(req.body_as_create_topics_request(), "body")?;
-                let topics = c
-                    .topics()
-                    .map(|v| {
-                        v.iter()
-                            .map(|t| {
-                                Ok(TopicSpec {
-                                    name: string(t.name(), "TopicSpec.name")?,
-                                    partitions: t.partitions(),
-                                    retention_bytes: optional_size(
-                                        t.retention_bytes(),
-                                        "retention_bytes",
-                                    )?,
-                                    retention_ms: optional_size(t.retention_ms(), "retention_ms")?,
-                                    segment_bytes: optional_size(
-                                        t.segment_bytes(),
-                                        "segment_bytes",
-                                    )?,
-                                })
-                            })
-                            .collect::<Result<Vec<_>, ProtocolError>>()
+                let topics = tables(c.topics(), |t| {
+                    Ok(TopicSpec {
+                        name: string(t.name(), "TopicSpec.name")?,
+                        partitions: t.partitions(),
+                        retention_bytes: optional_size(t.retention_bytes(), "retention_bytes")?,
+                        retention_ms: optional_size(t.retention_ms(), "retention_ms")?,
+                        segment_bytes: optional_size(t.segment_bytes(), "segment_bytes")?,
                     })
-                    .transpose()?
-                    .unwrap_or_default();
+                })?;
                 RequestBody::CreateTopics { topics }
             }
             fb::RequestBody::DeleteTopicsRequest => {
@@ -431,6 +527,58 @@ impl Request {
                     spec,
                 })
             }
+            fb::RequestBody::GroupHeartbeatRequest => {
+                let h = required(req.body_as_group_heartbeat_request(), "body")?;
+                RequestBody::GroupHeartbeat(GroupHeartbeatRequest {
+                    group: string(h.group(), "GroupHeartbeatRequest.group")?,
+                    member_id: string(h.member_id(), "GroupHeartbeatRequest.member_id")?,
+                    member_epoch: h.member_epoch(),
+                    session_timeout_ms: h.session_timeout_ms(),
+                    topics: strings(h.topics()),
+                    owned: decode_topic_partitions(h.owned())?,
+                    assignor: h.assignor().map(str::to_string),
+                })
+            }
+            fb::RequestBody::OffsetCommitRequest => {
+                let c = required(req.body_as_offset_commit_request(), "body")?;
+                let offsets = tables(c.offsets(), |o| {
+                    Ok(CommitOffset {
+                        topic: string(o.topic(), "CommitOffset.topic")?,
+                        partition: o.partition(),
+                        offset: o.offset(),
+                        metadata: text(o.metadata()),
+                    })
+                })?;
+                RequestBody::OffsetCommit(OffsetCommitRequest {
+                    group: string(c.group(), "OffsetCommitRequest.group")?,
+                    member_id: string(c.member_id(), "OffsetCommitRequest.member_id")?,
+                    member_epoch: c.member_epoch(),
+                    offsets,
+                })
+            }
+            fb::RequestBody::OffsetFetchRequest => {
+                let f = required(req.body_as_offset_fetch_request(), "body")?;
+                RequestBody::OffsetFetch(OffsetFetchRequest {
+                    group: string(f.group(), "OffsetFetchRequest.group")?,
+                    topics: strings(f.topics()),
+                })
+            }
+            fb::RequestBody::ListGroupsRequest => {
+                required(req.body_as_list_groups_request(), "body")?;
+                RequestBody::ListGroups
+            }
+            fb::RequestBody::DescribeGroupRequest => {
+                let d = required(req.body_as_describe_group_request(), "body")?;
+                RequestBody::DescribeGroup {
+                    group: string(d.group(), "DescribeGroupRequest.group")?,
+                }
+            }
+            fb::RequestBody::DeleteGroupRequest => {
+                let d = required(req.body_as_delete_group_request(), "body")?;
+                RequestBody::DeleteGroup {
+                    group: string(d.group(), "DeleteGroupRequest.group")?,
+                }
+            }
             other => return Err(ProtocolError::UnknownBody(other.0)),
         };
         Ok(Request {
@@ -470,45 +618,25 @@ impl Response {
             fb::ResponseBody::NONE => None,
             fb::ResponseBody::ApiVersionsResponse => {
                 let a = required(resp.body_as_api_versions_response(), "body")?;
-                let apis = a
-                    .apis()
-                    .map(|v| {
-                        v.iter()
-                            .map(|r| {
-                                Ok(ApiVersionRange {
-                                    api: ApiKey::from_fb(r.api())?,
-                                    min_version: r.min_version(),
-                                    max_version: r.max_version(),
-                                })
-                            })
-                            .collect::<Result<Vec<_>, ProtocolError>>()
+                let apis = tables(a.apis(), |r| {
+                    Ok(ApiVersionRange {
+                        api: ApiKey::from_fb(r.api())?,
+                        min_version: r.min_version(),
+                        max_version: r.max_version(),
                     })
-                    .transpose()?
-                    .unwrap_or_default();
+                })?;
                 Some(ResponseBody::ApiVersions(apis))
             }
             fb::ResponseBody::MetadataResponse => {
                 let m = required(resp.body_as_metadata_response(), "body")?;
-                let shards = m
-                    .shards()
-                    .map(|v| {
-                        v.iter()
-                            .map(|s| {
-                                Ok(ShardEndpoint {
-                                    shard: s.shard(),
-                                    host: string(s.host(), "ShardEndpoint.host")?,
-                                    port: s.port(),
-                                })
-                            })
-                            .collect::<Result<Vec<_>, ProtocolError>>()
+                let shards = tables(m.shards(), |s| {
+                    Ok(ShardEndpoint {
+                        shard: s.shard(),
+                        host: string(s.host(), "ShardEndpoint.host")?,
+                        port: s.port(),
                     })
-                    .transpose()?
-                    .unwrap_or_default();
-                let topics = m
-                    .topics()
-                    .map(|v| v.iter().map(decode_topic_metadata).collect())
-                    .transpose()?
-                    .unwrap_or_default();
+                })?;
+                let topics = tables(m.topics(), decode_topic_metadata)?;
                 Some(ResponseBody::Metadata(MetadataResponse {
                     host: string(m.host(), "MetadataResponse.host")?,
                     port: m.port(),
@@ -549,6 +677,60 @@ impl Response {
                 Some(ResponseBody::ListOffsets(ListOffsetsResponse {
                     offset: (l.offset() >= 0).then_some(l.offset()),
                 }))
+            }
+            fb::ResponseBody::GroupHeartbeatResponse => {
+                let h = required(resp.body_as_group_heartbeat_response(), "body")?;
+                Some(ResponseBody::GroupHeartbeat(GroupHeartbeatResponse {
+                    member_id: string(h.member_id(), "GroupHeartbeatResponse.member_id")?,
+                    member_epoch: h.member_epoch(),
+                    heartbeat_interval_ms: h.heartbeat_interval_ms(),
+                    assignment: decode_topic_partitions(h.assignment())?,
+                }))
+            }
+            fb::ResponseBody::OffsetCommitResponse => {
+                let c = required(resp.body_as_offset_commit_response(), "body")?;
+                let results = tables(c.results(), |r| {
+                    Ok(PartitionResult {
+                        topic: string(r.topic(), "PartitionResult.topic")?,
+                        partition: r.partition(),
+                        error: error_code(r.error_code())?,
+                        message: r.error_message().map(str::to_string),
+                    })
+                })?;
+                Some(ResponseBody::OffsetCommit(results))
+            }
+            fb::ResponseBody::OffsetFetchResponse => {
+                let f = required(resp.body_as_offset_fetch_response(), "body")?;
+                let offsets = tables(f.offsets(), |o| {
+                    Ok(CommittedOffset {
+                        topic: string(o.topic(), "CommittedOffset.topic")?,
+                        partition: o.partition(),
+                        offset: o.offset(),
+                        metadata: text(o.metadata()),
+                        commit_time_ms: o.commit_time_ms(),
+                    })
+                })?;
+                Some(ResponseBody::OffsetFetch(offsets))
+            }
+            fb::ResponseBody::ListGroupsResponse => {
+                let l = required(resp.body_as_list_groups_response(), "body")?;
+                let groups = tables(l.groups(), |g| {
+                    Ok(GroupListing {
+                        group: string(g.group(), "GroupListing.group")?,
+                        state: group_state(g.state())?,
+                        group_epoch: g.group_epoch(),
+                        members: g.members(),
+                    })
+                })?;
+                Some(ResponseBody::ListGroups(groups))
+            }
+            fb::ResponseBody::DescribeGroupResponse => {
+                let d = required(resp.body_as_describe_group_response(), "body")?;
+                Some(ResponseBody::DescribeGroup(decode_group_description(d)?))
+            }
+            fb::ResponseBody::DeleteGroupResponse => {
+                required(resp.body_as_delete_group_response(), "body")?;
+                Some(ResponseBody::DeleteGroup)
             }
             other => return Err(ProtocolError::UnknownBody(other.0)),
         };
@@ -591,23 +773,15 @@ impl Response {
 }
 
 fn decode_topic_metadata(t: fb::TopicMetadata<'_>) -> Result<TopicMetadata, ProtocolError> {
-    let partitions = t
-        .partitions()
-        .map(|v| {
-            v.iter()
-                .map(|p| {
-                    Ok(PartitionMetadata {
-                        partition: p.partition(),
-                        shard: p.shard(),
-                        earliest_offset: p.earliest_offset(),
-                        high_watermark: p.high_watermark(),
-                        log_bytes: optional_size(p.log_bytes(), "log_bytes")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, ProtocolError>>()
+    let partitions = tables(t.partitions(), |p| {
+        Ok(PartitionMetadata {
+            partition: p.partition(),
+            shard: p.shard(),
+            earliest_offset: p.earliest_offset(),
+            high_watermark: p.high_watermark(),
+            log_bytes: optional_size(p.log_bytes(), "log_bytes")?,
         })
-        .transpose()?
-        .unwrap_or_default();
+    })?;
     Ok(TopicMetadata {
         name: string(t.name(), "TopicMetadata.name")?,
         error: error_code(t.error_code())?,
@@ -619,23 +793,55 @@ fn decode_topic_metadata(t: fb::TopicMetadata<'_>) -> Result<TopicMetadata, Prot
     })
 }
 
+fn decode_group_description(
+    d: fb::DescribeGroupResponse<'_>,
+) -> Result<GroupDescription, ProtocolError> {
+    let members = tables(d.members(), |m| {
+        Ok(MemberDescription {
+            member_id: string(m.member_id(), "MemberDescription.member_id")?,
+            client_id: text(m.client_id()),
+            host: text(m.host()),
+            member_epoch: m.member_epoch(),
+            session_timeout_ms: m.session_timeout_ms(),
+            topics: strings(m.topics()),
+            assignment: decode_topic_partitions(m.assignment())?,
+            revoking: decode_topic_partitions(m.revoking())?,
+        })
+    })?;
+    let offsets = tables(d.offsets(), |o| {
+        let high_watermark = optional_i64(o.high_watermark());
+        Ok(PartitionLag {
+            topic: string(o.topic(), "PartitionLag.topic")?,
+            partition: o.partition(),
+            committed: o.committed(),
+            metadata: text(o.metadata()),
+            high_watermark,
+            // Known exactly when the watermark is, so a lag of -1 (a commit one past the log
+            // end) is not mistaken for "unknown".
+            lag: high_watermark.map(|_| o.lag()),
+        })
+    })?;
+    Ok(GroupDescription {
+        group: string(d.group(), "DescribeGroupResponse.group")?,
+        state: group_state(d.state())?,
+        group_epoch: d.group_epoch(),
+        assignment_epoch: d.assignment_epoch(),
+        assignor: text(d.assignor()),
+        members,
+        offsets,
+    })
+}
+
 fn decode_topic_results(
     results: Option<Vector<'_, ForwardsUOffset<fb::TopicResult<'_>>>>,
 ) -> Result<Vec<TopicResult>, ProtocolError> {
-    results
-        .map(|v| {
-            v.iter()
-                .map(|r| {
-                    Ok(TopicResult {
-                        name: string(r.name(), "TopicResult.name")?,
-                        error: error_code(r.error_code())?,
-                        message: r.error_message().map(str::to_string),
-                    })
-                })
-                .collect()
+    tables(results, |r| {
+        Ok(TopicResult {
+            name: string(r.name(), "TopicResult.name")?,
+            error: error_code(r.error_code())?,
+            message: r.error_message().map(str::to_string),
         })
-        .transpose()
-        .map(Option::unwrap_or_default)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -659,6 +865,27 @@ fn string_vector<'a>(
     fbb.create_vector(&offsets)
 }
 
+/// A vector of tables, one `encode` makes of each item.
+fn table_vector<'a, T, U>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    items: &[T],
+    mut encode: impl FnMut(&mut FlatBufferBuilder<'a>, &T) -> WIPOffset<U>,
+) -> WIPOffset<Vector<'a, ForwardsUOffset<U>>> {
+    let offsets: Vec<_> = items.iter().map(|item| encode(fbb, item)).collect();
+    fbb.create_vector(&offsets)
+}
+
+fn topic_partitions_vector<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    items: &[TopicPartitions],
+) -> WIPOffset<Vector<'a, ForwardsUOffset<fb::TopicPartitions<'a>>>> {
+    table_vector(fbb, items, |fbb, t| {
+        let topic = Some(fbb.create_string(&t.topic));
+        let partitions = Some(fbb.create_vector(&t.partitions));
+        fb::TopicPartitions::create(fbb, &fb::TopicPartitionsArgs { topic, partitions })
+    })
+}
+
 fn encode_request_body(
     fbb: &mut FlatBufferBuilder<'_>,
     body: &RequestBody,
@@ -674,23 +901,19 @@ fn encode_request_body(
             (fb::RequestBody::MetadataRequest, b.as_union_value())
         }
         RequestBody::CreateTopics { topics } => {
-            let specs: Vec<_> = topics
-                .iter()
-                .map(|t| {
-                    let name = Some(fbb.create_string(&t.name));
-                    fb::TopicSpec::create(
-                        fbb,
-                        &fb::TopicSpecArgs {
-                            name,
-                            partitions: t.partitions,
-                            retention_bytes: size_field(t.retention_bytes),
-                            retention_ms: size_field(t.retention_ms),
-                            segment_bytes: size_field(t.segment_bytes),
-                        },
-                    )
-                })
-                .collect();
-            let topics = Some(fbb.create_vector(&specs));
+            let topics = Some(table_vector(fbb, topics, |fbb, t| {
+                let name = Some(fbb.create_string(&t.name));
+                fb::TopicSpec::create(
+                    fbb,
+                    &fb::TopicSpecArgs {
+                        name,
+                        partitions: t.partitions,
+                        retention_bytes: size_field(t.retention_bytes),
+                        retention_ms: size_field(t.retention_ms),
+                        segment_bytes: size_field(t.segment_bytes),
+                    },
+                )
+            }));
             let b = fb::CreateTopicsRequest::create(fbb, &fb::CreateTopicsRequestArgs { topics });
             (fb::RequestBody::CreateTopicsRequest, b.as_union_value())
         }
@@ -749,6 +972,74 @@ fn encode_request_body(
             );
             (fb::RequestBody::ListOffsetsRequest, b.as_union_value())
         }
+        RequestBody::GroupHeartbeat(h) => {
+            let group = Some(fbb.create_string(&h.group));
+            let member_id = Some(fbb.create_string(&h.member_id));
+            let topics = Some(string_vector(fbb, &h.topics));
+            let owned = Some(topic_partitions_vector(fbb, &h.owned));
+            let assignor = h.assignor.as_deref().map(|a| fbb.create_string(a));
+            let b = fb::GroupHeartbeatRequest::create(
+                fbb,
+                &fb::GroupHeartbeatRequestArgs {
+                    group,
+                    member_id,
+                    member_epoch: h.member_epoch,
+                    session_timeout_ms: h.session_timeout_ms,
+                    topics,
+                    owned,
+                    assignor,
+                },
+            );
+            (fb::RequestBody::GroupHeartbeatRequest, b.as_union_value())
+        }
+        RequestBody::OffsetCommit(c) => {
+            let group = Some(fbb.create_string(&c.group));
+            let member_id = Some(fbb.create_string(&c.member_id));
+            let offsets = Some(table_vector(fbb, &c.offsets, |fbb, o| {
+                let topic = Some(fbb.create_string(&o.topic));
+                let metadata = Some(fbb.create_string(&o.metadata));
+                fb::CommitOffset::create(
+                    fbb,
+                    &fb::CommitOffsetArgs {
+                        topic,
+                        partition: o.partition,
+                        offset: o.offset,
+                        metadata,
+                    },
+                )
+            }));
+            let b = fb::OffsetCommitRequest::create(
+                fbb,
+                &fb::OffsetCommitRequestArgs {
+                    group,
+                    member_id,
+                    member_epoch: c.member_epoch,
+                    offsets,
+                },
+            );
+            (fb::RequestBody::OffsetCommitRequest, b.as_union_value())
+        }
+        RequestBody::OffsetFetch(f) => {
+            let group = Some(fbb.create_string(&f.group));
+            let topics = Some(string_vector(fbb, &f.topics));
+            let b =
+                fb::OffsetFetchRequest::create(fbb, &fb::OffsetFetchRequestArgs { group, topics });
+            (fb::RequestBody::OffsetFetchRequest, b.as_union_value())
+        }
+        RequestBody::ListGroups => {
+            let b = fb::ListGroupsRequest::create(fbb, &fb::ListGroupsRequestArgs {});
+            (fb::RequestBody::ListGroupsRequest, b.as_union_value())
+        }
+        RequestBody::DescribeGroup { group } => {
+            let group = Some(fbb.create_string(group));
+            let b = fb::DescribeGroupRequest::create(fbb, &fb::DescribeGroupRequestArgs { group });
+            (fb::RequestBody::DescribeGroupRequest, b.as_union_value())
+        }
+        RequestBody::DeleteGroup { group } => {
+            let group = Some(fbb.create_string(group));
+            let b = fb::DeleteGroupRequest::create(fbb, &fb::DeleteGroupRequestArgs { group });
+            (fb::RequestBody::DeleteGroupRequest, b.as_union_value())
+        }
     }
 }
 
@@ -756,22 +1047,66 @@ fn topic_results<'a>(
     fbb: &mut FlatBufferBuilder<'a>,
     results: &[TopicResult],
 ) -> WIPOffset<Vector<'a, ForwardsUOffset<fb::TopicResult<'a>>>> {
-    let items: Vec<_> = results
-        .iter()
-        .map(|r| {
-            let name = Some(fbb.create_string(&r.name));
-            let error_message = r.message.as_deref().map(|m| fbb.create_string(m));
-            fb::TopicResult::create(
-                fbb,
-                &fb::TopicResultArgs {
-                    name,
-                    error_code: fb::ErrorCode(r.error.as_i16()),
-                    error_message,
-                },
-            )
-        })
-        .collect();
-    fbb.create_vector(&items)
+    table_vector(fbb, results, |fbb, r| {
+        let name = Some(fbb.create_string(&r.name));
+        let error_message = r.message.as_deref().map(|m| fbb.create_string(m));
+        fb::TopicResult::create(
+            fbb,
+            &fb::TopicResultArgs {
+                name,
+                error_code: fb::ErrorCode(r.error.as_i16()),
+                error_message,
+            },
+        )
+    })
+}
+
+fn member_descriptions<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    members: &[MemberDescription],
+) -> WIPOffset<Vector<'a, ForwardsUOffset<fb::MemberDescription<'a>>>> {
+    table_vector(fbb, members, |fbb, m| {
+        let member_id = Some(fbb.create_string(&m.member_id));
+        let client_id = Some(fbb.create_string(&m.client_id));
+        let host = Some(fbb.create_string(&m.host));
+        let topics = Some(string_vector(fbb, &m.topics));
+        let assignment = Some(topic_partitions_vector(fbb, &m.assignment));
+        let revoking = Some(topic_partitions_vector(fbb, &m.revoking));
+        fb::MemberDescription::create(
+            fbb,
+            &fb::MemberDescriptionArgs {
+                member_id,
+                client_id,
+                host,
+                member_epoch: m.member_epoch,
+                session_timeout_ms: m.session_timeout_ms,
+                topics,
+                assignment,
+                revoking,
+            },
+        )
+    })
+}
+
+fn partition_lags<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    offsets: &[PartitionLag],
+) -> WIPOffset<Vector<'a, ForwardsUOffset<fb::PartitionLag<'a>>>> {
+    table_vector(fbb, offsets, |fbb, o| {
+        let topic = Some(fbb.create_string(&o.topic));
+        let metadata = Some(fbb.create_string(&o.metadata));
+        fb::PartitionLag::create(
+            fbb,
+            &fb::PartitionLagArgs {
+                topic,
+                partition: o.partition,
+                committed: o.committed,
+                metadata,
+                high_watermark: o.high_watermark.unwrap_or(-1),
+                lag: o.lag.unwrap_or(-1),
+            },
+        )
+    })
 }
 
 fn encode_response_body(
@@ -780,78 +1115,59 @@ fn encode_response_body(
 ) -> (fb::ResponseBody, Union) {
     match body {
         ResponseBody::ApiVersions(apis) => {
-            let items: Vec<_> = apis
-                .iter()
-                .map(|a| {
-                    fb::ApiVersionRange::create(
-                        fbb,
-                        &fb::ApiVersionRangeArgs {
-                            api: a.api.to_fb(),
-                            min_version: a.min_version,
-                            max_version: a.max_version,
-                        },
-                    )
-                })
-                .collect();
-            let apis = Some(fbb.create_vector(&items));
+            let apis = Some(table_vector(fbb, apis, |fbb, a| {
+                fb::ApiVersionRange::create(
+                    fbb,
+                    &fb::ApiVersionRangeArgs {
+                        api: a.api.to_fb(),
+                        min_version: a.min_version,
+                        max_version: a.max_version,
+                    },
+                )
+            }));
             let b = fb::ApiVersionsResponse::create(fbb, &fb::ApiVersionsResponseArgs { apis });
             (fb::ResponseBody::ApiVersionsResponse, b.as_union_value())
         }
         ResponseBody::Metadata(m) => {
-            let shards: Vec<_> = m
-                .shards
-                .iter()
-                .map(|s| {
-                    let host = Some(fbb.create_string(&s.host));
-                    fb::ShardEndpoint::create(
+            let shards = Some(table_vector(fbb, &m.shards, |fbb, s| {
+                let host = Some(fbb.create_string(&s.host));
+                fb::ShardEndpoint::create(
+                    fbb,
+                    &fb::ShardEndpointArgs {
+                        shard: s.shard,
+                        host,
+                        port: s.port,
+                    },
+                )
+            }));
+            let topics = Some(table_vector(fbb, &m.topics, |fbb, t| {
+                let partitions = Some(table_vector(fbb, &t.partitions, |fbb, p| {
+                    fb::PartitionMetadata::create(
                         fbb,
-                        &fb::ShardEndpointArgs {
-                            shard: s.shard,
-                            host,
-                            port: s.port,
+                        &fb::PartitionMetadataArgs {
+                            partition: p.partition,
+                            shard: p.shard,
+                            earliest_offset: p.earliest_offset,
+                            high_watermark: p.high_watermark,
+                            log_bytes: size_field(p.log_bytes),
                         },
                     )
-                })
-                .collect();
-            let shards = Some(fbb.create_vector(&shards));
-            let topics: Vec<_> = m
-                .topics
-                .iter()
-                .map(|t| {
-                    let partitions: Vec<_> = t
-                        .partitions
-                        .iter()
-                        .map(|p| {
-                            fb::PartitionMetadata::create(
-                                fbb,
-                                &fb::PartitionMetadataArgs {
-                                    partition: p.partition,
-                                    shard: p.shard,
-                                    earliest_offset: p.earliest_offset,
-                                    high_watermark: p.high_watermark,
-                                    log_bytes: size_field(p.log_bytes),
-                                },
-                            )
-                        })
-                        .collect();
-                    let partitions = Some(fbb.create_vector(&partitions));
-                    let name = Some(fbb.create_string(&t.name));
-                    let error_message = t.message.as_deref().map(|s| fbb.create_string(s));
-                    fb::TopicMetadata::create(
-                        fbb,
-                        &fb::TopicMetadataArgs {
-                            name,
-                            error_code: fb::ErrorCode(t.error.as_i16()),
-                            error_message,
-                            partitions,
-                            retention_bytes: size_field(t.retention_bytes),
-                            retention_ms: size_field(t.retention_ms),
-                            segment_bytes: size_field(t.segment_bytes),
-                        },
-                    )
-                })
-                .collect();
-            let topics = Some(fbb.create_vector(&topics));
+                }));
+                let name = Some(fbb.create_string(&t.name));
+                let error_message = t.message.as_deref().map(|s| fbb.create_string(s));
+                fb::TopicMetadata::create(
+                    fbb,
+                    &fb::TopicMetadataArgs {
+                        name,
+                        error_code: fb::ErrorCode(t.error.as_i16()),
+                        error_message,
+                        partitions,
+                        retention_bytes: size_field(t.retention_bytes),
+                        retention_ms: size_field(t.retention_ms),
+                        segment_bytes: size_field(t.segment_bytes),
+                    },
+                )
+            }));
             let host = Some(fbb.create_string(&m.host));
             let b = fb::MetadataResponse::create(
                 fbb,
@@ -907,14 +1223,112 @@ fn encode_response_body(
             );
             (fb::ResponseBody::ListOffsetsResponse, b.as_union_value())
         }
+        ResponseBody::GroupHeartbeat(h) => {
+            let member_id = Some(fbb.create_string(&h.member_id));
+            let assignment = Some(topic_partitions_vector(fbb, &h.assignment));
+            let b = fb::GroupHeartbeatResponse::create(
+                fbb,
+                &fb::GroupHeartbeatResponseArgs {
+                    member_id,
+                    member_epoch: h.member_epoch,
+                    heartbeat_interval_ms: h.heartbeat_interval_ms,
+                    assignment,
+                },
+            );
+            (fb::ResponseBody::GroupHeartbeatResponse, b.as_union_value())
+        }
+        ResponseBody::OffsetCommit(results) => {
+            let results = Some(table_vector(fbb, results, |fbb, r| {
+                let topic = Some(fbb.create_string(&r.topic));
+                let error_message = r.message.as_deref().map(|m| fbb.create_string(m));
+                fb::PartitionResult::create(
+                    fbb,
+                    &fb::PartitionResultArgs {
+                        topic,
+                        partition: r.partition,
+                        error_code: fb::ErrorCode(r.error.as_i16()),
+                        error_message,
+                    },
+                )
+            }));
+            let b =
+                fb::OffsetCommitResponse::create(fbb, &fb::OffsetCommitResponseArgs { results });
+            (fb::ResponseBody::OffsetCommitResponse, b.as_union_value())
+        }
+        ResponseBody::OffsetFetch(offsets) => {
+            let offsets = Some(table_vector(fbb, offsets, |fbb, o| {
+                let topic = Some(fbb.create_string(&o.topic));
+                let metadata = Some(fbb.create_string(&o.metadata));
+                fb::CommittedOffset::create(
+                    fbb,
+                    &fb::CommittedOffsetArgs {
+                        topic,
+                        partition: o.partition,
+                        offset: o.offset,
+                        metadata,
+                        commit_time_ms: o.commit_time_ms,
+                    },
+                )
+            }));
+            let b = fb::OffsetFetchResponse::create(fbb, &fb::OffsetFetchResponseArgs { offsets });
+            (fb::ResponseBody::OffsetFetchResponse, b.as_union_value())
+        }
+        ResponseBody::ListGroups(groups) => {
+            let groups = Some(table_vector(fbb, groups, |fbb, g| {
+                let group = Some(fbb.create_string(&g.group));
+                fb::GroupListing::create(
+                    fbb,
+                    &fb::GroupListingArgs {
+                        group,
+                        state: group_state_field(g.state),
+                        group_epoch: g.group_epoch,
+                        members: g.members,
+                    },
+                )
+            }));
+            let b = fb::ListGroupsResponse::create(fbb, &fb::ListGroupsResponseArgs { groups });
+            (fb::ResponseBody::ListGroupsResponse, b.as_union_value())
+        }
+        ResponseBody::DescribeGroup(d) => {
+            let group = Some(fbb.create_string(&d.group));
+            let assignor = Some(fbb.create_string(&d.assignor));
+            let members = Some(member_descriptions(fbb, &d.members));
+            let offsets = Some(partition_lags(fbb, &d.offsets));
+            let b = fb::DescribeGroupResponse::create(
+                fbb,
+                &fb::DescribeGroupResponseArgs {
+                    group,
+                    state: group_state_field(d.state),
+                    group_epoch: d.group_epoch,
+                    assignment_epoch: d.assignment_epoch,
+                    assignor,
+                    members,
+                    offsets,
+                },
+            );
+            (fb::ResponseBody::DescribeGroupResponse, b.as_union_value())
+        }
+        ResponseBody::DeleteGroup => {
+            let b = fb::DeleteGroupResponse::create(fbb, &fb::DeleteGroupResponseArgs {});
+            (fb::ResponseBody::DeleteGroupResponse, b.as_union_value())
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::FrameDecoder;
+    use crate::protocol::{
+        FrameDecoder, MEMBER_EPOCH_ADMIN, MEMBER_EPOCH_JOIN, MEMBER_EPOCH_LEAVE,
+    };
     use proptest::prelude::*;
+
+    fn tp(topic: &str, partitions: &[u32]) -> TopicPartitions {
+        TopicPartitions {
+            topic: topic.into(),
+            partitions: partitions.to_vec(),
+        }
+    }
 
     fn roundtrip_request(req: &Request) {
         let mut frame = req.encode_frame(3);
@@ -993,6 +1407,76 @@ mod tests {
                 partition: 0,
                 spec: OffsetSpec::Latest,
             }),
+            RequestBody::GroupHeartbeat(GroupHeartbeatRequest {
+                group: "g".into(),
+                member_id: String::new(),
+                member_epoch: MEMBER_EPOCH_JOIN,
+                session_timeout_ms: 45_000,
+                topics: vec!["a".into(), "b".into()],
+                owned: vec![],
+                assignor: Some("sticky".into()),
+            }),
+            RequestBody::GroupHeartbeat(GroupHeartbeatRequest {
+                group: "g".into(),
+                member_id: "m-1".into(),
+                member_epoch: 7,
+                session_timeout_ms: 10_000,
+                topics: vec!["a".into()],
+                owned: vec![tp("a", &[0, 2, 5]), tp("b", &[])],
+                assignor: None,
+            }),
+            RequestBody::GroupHeartbeat(GroupHeartbeatRequest {
+                group: "g".into(),
+                member_id: "m-1".into(),
+                member_epoch: MEMBER_EPOCH_LEAVE,
+                session_timeout_ms: 0,
+                topics: vec![],
+                owned: vec![],
+                assignor: Some(String::new()),
+            }),
+            RequestBody::OffsetCommit(OffsetCommitRequest {
+                group: "g".into(),
+                member_id: "m-1".into(),
+                member_epoch: 7,
+                offsets: vec![
+                    CommitOffset {
+                        topic: "a".into(),
+                        partition: 2,
+                        offset: 1234,
+                        metadata: "host-1".into(),
+                    },
+                    CommitOffset {
+                        topic: "b".into(),
+                        partition: 0,
+                        offset: 0,
+                        metadata: String::new(),
+                    },
+                ],
+            }),
+            RequestBody::OffsetCommit(OffsetCommitRequest {
+                group: "g".into(),
+                member_id: String::new(),
+                member_epoch: MEMBER_EPOCH_ADMIN,
+                offsets: vec![CommitOffset {
+                    topic: "a".into(),
+                    partition: 1,
+                    offset: -3,
+                    metadata: "reset".into(),
+                }],
+            }),
+            RequestBody::OffsetFetch(OffsetFetchRequest {
+                group: "g".into(),
+                topics: vec![],
+            }),
+            RequestBody::OffsetFetch(OffsetFetchRequest {
+                group: "g".into(),
+                topics: vec!["a".into(), "b".into()],
+            }),
+            RequestBody::ListGroups,
+            RequestBody::DescribeGroup { group: "g".into() },
+            RequestBody::DeleteGroup {
+                group: "old".into(),
+            },
         ];
         for body in bodies {
             roundtrip_request(&request(body));
@@ -1065,6 +1549,126 @@ mod tests {
             }),
             ResponseBody::ListOffsets(ListOffsetsResponse { offset: None }),
             ResponseBody::ListOffsets(ListOffsetsResponse { offset: Some(0) }),
+            ResponseBody::GroupHeartbeat(GroupHeartbeatResponse {
+                member_id: "m-1".into(),
+                member_epoch: 8,
+                heartbeat_interval_ms: 3000,
+                assignment: vec![tp("a", &[1, 3]), tp("b", &[0])],
+            }),
+            ResponseBody::GroupHeartbeat(GroupHeartbeatResponse {
+                member_id: "m-2".into(),
+                member_epoch: 1,
+                heartbeat_interval_ms: 0,
+                assignment: vec![],
+            }),
+            ResponseBody::OffsetCommit(vec![
+                PartitionResult {
+                    topic: "a".into(),
+                    partition: 1,
+                    error: ErrorCode::None,
+                    message: None,
+                },
+                PartitionResult {
+                    topic: "a".into(),
+                    partition: 4,
+                    error: ErrorCode::NotAssigned,
+                    message: Some("a/4 is not assigned to m-1".into()),
+                },
+            ]),
+            ResponseBody::OffsetFetch(vec![]),
+            ResponseBody::OffsetFetch(vec![CommittedOffset {
+                topic: "a".into(),
+                partition: 3,
+                offset: 99,
+                metadata: "m".into(),
+                commit_time_ms: 1_700_000_000_123,
+            }]),
+            ResponseBody::ListGroups(vec![
+                GroupListing {
+                    group: "g".into(),
+                    state: GroupState::Stable,
+                    group_epoch: 12,
+                    members: 3,
+                },
+                GroupListing {
+                    group: "h".into(),
+                    state: GroupState::Empty,
+                    group_epoch: 0,
+                    members: 0,
+                },
+                GroupListing {
+                    group: "i".into(),
+                    state: GroupState::Reconciling,
+                    group_epoch: 2,
+                    members: 1,
+                },
+            ]),
+            ResponseBody::DescribeGroup(GroupDescription {
+                group: "g".into(),
+                state: GroupState::Reconciling,
+                group_epoch: 5,
+                assignment_epoch: 4,
+                assignor: "range".into(),
+                members: vec![
+                    MemberDescription {
+                        member_id: "m-1".into(),
+                        client_id: "consumer-1".into(),
+                        host: "10.0.0.1:51234".into(),
+                        member_epoch: 5,
+                        session_timeout_ms: 45_000,
+                        topics: vec!["a".into(), "b".into()],
+                        assignment: vec![tp("a", &[0, 1])],
+                        revoking: vec![tp("b", &[2])],
+                    },
+                    MemberDescription {
+                        member_id: "m-2".into(),
+                        client_id: String::new(),
+                        host: String::new(),
+                        member_epoch: 4,
+                        session_timeout_ms: 10_000,
+                        topics: vec![],
+                        assignment: vec![],
+                        revoking: vec![],
+                    },
+                ],
+                offsets: vec![
+                    PartitionLag {
+                        topic: "a".into(),
+                        partition: 0,
+                        committed: 10,
+                        metadata: "x".into(),
+                        high_watermark: Some(15),
+                        lag: Some(5),
+                    },
+                    PartitionLag {
+                        topic: "a".into(),
+                        partition: 1,
+                        committed: 7,
+                        metadata: String::new(),
+                        high_watermark: None,
+                        lag: None,
+                    },
+                    // A commit one past the log end: a lag of -1 is still a lag.
+                    PartitionLag {
+                        topic: "b".into(),
+                        partition: 2,
+                        committed: 21,
+                        metadata: String::new(),
+                        high_watermark: Some(20),
+                        lag: Some(-1),
+                    },
+                ],
+            }),
+            ResponseBody::DescribeGroup(GroupDescription {
+                group: "empty".into(),
+                state: GroupState::Empty,
+                group_epoch: 0,
+                assignment_epoch: 0,
+                assignor: String::new(),
+                members: vec![],
+                offsets: vec![],
+            }),
+            ResponseBody::DeleteGroup,
         ];
         for body in bodies {
             roundtrip_response(&ok(body));
@@ -1075,6 +1679,25 @@ mod tests {
             message: Some("unknown topic \"x\"".into()),
             body: None,
         });
+        roundtrip_response(&Response {
+            correlation_id: 2,
+            error: ErrorCode::FencedMemberEpoch,
+            message: Some("epoch 3 of m-1 is fenced".into()),
+            body: None,
+        });
+    }
+
+    #[test]
+    fn every_api_key_maps_to_the_schema() {
+        assert_eq!(ApiKey::ALL.len(), fb::ApiKey::ENUM_VALUES.len());
+        for (key, generated) in ApiKey::ALL
+            .into_iter()
+            .zip(fb::ApiKey::ENUM_VALUES.iter().copied())
+        {
+            assert_eq!(key.to_fb(), generated);
+            assert_eq!(ApiKey::from_fb(generated), Ok(key));
+            assert_eq!(Some(format!("{key:?}").as_str()), generated.variant_name());
+        }
     }
 
     #[test]
@@ -1104,6 +1727,64 @@ mod tests {
         assert_eq!(
             Request::decode(fbb.finished_data()),
             Err(ProtocolError::MissingField("ProduceRequest.topic"))
+        );
+    }
+
+    #[test]
+    fn a_group_heartbeat_without_a_group_is_rejected() {
+        let mut fbb = FlatBufferBuilder::new();
+        let member_id = Some(fbb.create_string(""));
+        let body = fb::GroupHeartbeatRequest::create(
+            &mut fbb,
+            &fb::GroupHeartbeatRequestArgs {
+                member_id,
+                ..Default::default()
+            },
+        );
+        let root = fb::Request::create(
+            &mut fbb,
+            &fb::RequestArgs {
+                body_type: fb::RequestBody::GroupHeartbeatRequest,
+                body: Some(body.as_union_value()),
+                ..Default::default()
+            },
+        );
+        fbb.finish(root, Some(FILE_IDENTIFIER));
+        assert_eq!(
+            Request::decode(fbb.finished_data()),
+            Err(ProtocolError::MissingField("GroupHeartbeatRequest.group"))
+        );
+    }
+
+    #[test]
+    fn an_unknown_group_state_is_rejected() {
+        let mut fbb = FlatBufferBuilder::new();
+        let group = Some(fbb.create_string("g"));
+        let listing = fb::GroupListing::create(
+            &mut fbb,
+            &fb::GroupListingArgs {
+                group,
+                state: fb::GroupState(9),
+                ..Default::default()
+            },
+        );
+        let groups = Some(fbb.create_vector(&[listing]));
+        let body = fb::ListGroupsResponse::create(&mut fbb, &fb::ListGroupsResponseArgs { groups });
+        let root = fb::Response::create(
+            &mut fbb,
+            &fb::ResponseArgs {
+                body_type: fb::ResponseBody::ListGroupsResponse,
+                body: Some(body.as_union_value()),
+                ..Default::default()
+            },
+        );
+        fbb.finish(root, Some(FILE_IDENTIFIER));
+        assert_eq!(
+            Response::decode(fbb.finished_data()),
+            Err(ProtocolError::UnknownEnum {
+                field: "state",
+                value: 9
+            })
         );
     }
 
@@ -1153,6 +1834,41 @@ mod tests {
             let mut header = frame[8..].to_vec();
             let at = at % header.len();
             header[at] = value;
+            let _ = Request::decode(&header);
+        }
+
+        #[test]
+        fn corrupted_group_headers_never_panic(at in 0usize..1000, value in any::<u8>()) {
+            let frame = ok(ResponseBody::DescribeGroup(GroupDescription {
+                group: "g".into(),
+                state: GroupState::Stable,
+                group_epoch: 3,
+                assignment_epoch: 3,
+                assignor: "range".into(),
+                members: vec![MemberDescription {
+                    member_id: "m".into(),
+                    client_id: "c".into(),
+                    host: "h".into(),
+                    member_epoch: 3,
+                    session_timeout_ms: 100,
+                    topics: vec!["a".into()],
+                    assignment: vec![tp("a", &[0, 1])],
+                    revoking: vec![tp("a", &[2])],
+                }],
+                offsets: vec![PartitionLag {
+                    topic: "a".into(),
+                    partition: 0,
+                    committed: 1,
+                    metadata: String::new(),
+                    high_watermark: Some(2),
+                    lag: Some(1),
+                }],
+            }))
+            .encode_frame(0);
+            let mut header = frame[8..].to_vec();
+            let at = at % header.len();
+            header[at] = value;
+            let _ = Response::decode(&header);
             let _ = Request::decode(&header);
         }
     }

@@ -29,10 +29,10 @@ pub mod protocol {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: i16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: i16 = 18;
+pub const ENUM_MAX_ERROR_CODE: i16 = 26;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 27] = [
   ErrorCode::None,
   ErrorCode::Unknown,
   ErrorCode::UnknownTopic,
@@ -52,6 +52,14 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
   ErrorCode::InvalidRequest,
   ErrorCode::InvalidConfig,
   ErrorCode::Timeout,
+  ErrorCode::UnknownGroup,
+  ErrorCode::UnknownMember,
+  ErrorCode::FencedMemberEpoch,
+  ErrorCode::StaleMemberEpoch,
+  ErrorCode::GroupNotEmpty,
+  ErrorCode::InvalidGroup,
+  ErrorCode::InvalidSessionTimeout,
+  ErrorCode::NotAssigned,
 ];
 
 /// Every response carries one: `None` on success, else what went wrong (with a message).
@@ -97,9 +105,25 @@ impl ErrorCode {
   pub const InvalidConfig: Self = Self(17);
   /// The request was not completed within its timeout; a produce may still be applied.
   pub const Timeout: Self = Self(18);
+  /// The group does not exist.
+  pub const UnknownGroup: Self = Self(19);
+  /// The member id is not a member of the group (e.g. its session expired): rejoin with epoch 0.
+  pub const UnknownMember: Self = Self(20);
+  /// The member's epoch is not one the coordinator gave it: release everything and rejoin.
+  pub const FencedMemberEpoch: Self = Self(21);
+  /// An offset commit carried an older epoch of a live member: retry with the current one.
+  pub const StaleMemberEpoch: Self = Self(22);
+  /// DeleteGroup and administrative offset commits (resets) need a group without members.
+  pub const GroupNotEmpty: Self = Self(23);
+  /// The group id breaks the naming rules.
+  pub const InvalidGroup: Self = Self(24);
+  /// The session timeout is outside the broker's bounds.
+  pub const InvalidSessionTimeout: Self = Self(25);
+  /// An offset commit names a partition the member does not own.
+  pub const NotAssigned: Self = Self(26);
 
   pub const ENUM_MIN: i16 = 0;
-  pub const ENUM_MAX: i16 = 18;
+  pub const ENUM_MAX: i16 = 26;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::Unknown,
@@ -120,6 +144,14 @@ impl ErrorCode {
     Self::InvalidRequest,
     Self::InvalidConfig,
     Self::Timeout,
+    Self::UnknownGroup,
+    Self::UnknownMember,
+    Self::FencedMemberEpoch,
+    Self::StaleMemberEpoch,
+    Self::GroupNotEmpty,
+    Self::InvalidGroup,
+    Self::InvalidSessionTimeout,
+    Self::NotAssigned,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -143,6 +175,14 @@ impl ErrorCode {
       Self::InvalidRequest => Some("InvalidRequest"),
       Self::InvalidConfig => Some("InvalidConfig"),
       Self::Timeout => Some("Timeout"),
+      Self::UnknownGroup => Some("UnknownGroup"),
+      Self::UnknownMember => Some("UnknownMember"),
+      Self::FencedMemberEpoch => Some("FencedMemberEpoch"),
+      Self::StaleMemberEpoch => Some("StaleMemberEpoch"),
+      Self::GroupNotEmpty => Some("GroupNotEmpty"),
+      Self::InvalidGroup => Some("InvalidGroup"),
+      Self::InvalidSessionTimeout => Some("InvalidSessionTimeout"),
+      Self::NotAssigned => Some("NotAssigned"),
       _ => None,
     }
   }
@@ -201,10 +241,10 @@ impl flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 6;
+pub const ENUM_MAX_API_KEY: u16 = 12;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 7] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 13] = [
   ApiKey::ApiVersions,
   ApiKey::Metadata,
   ApiKey::CreateTopics,
@@ -212,6 +252,12 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 7] = [
   ApiKey::Produce,
   ApiKey::Fetch,
   ApiKey::ListOffsets,
+  ApiKey::GroupHeartbeat,
+  ApiKey::OffsetCommit,
+  ApiKey::OffsetFetch,
+  ApiKey::ListGroups,
+  ApiKey::DescribeGroup,
+  ApiKey::DeleteGroup,
 ];
 
 /// The operations, for ApiVersions.
@@ -227,9 +273,15 @@ impl ApiKey {
   pub const Produce: Self = Self(4);
   pub const Fetch: Self = Self(5);
   pub const ListOffsets: Self = Self(6);
+  pub const GroupHeartbeat: Self = Self(7);
+  pub const OffsetCommit: Self = Self(8);
+  pub const OffsetFetch: Self = Self(9);
+  pub const ListGroups: Self = Self(10);
+  pub const DescribeGroup: Self = Self(11);
+  pub const DeleteGroup: Self = Self(12);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 6;
+  pub const ENUM_MAX: u16 = 12;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::ApiVersions,
     Self::Metadata,
@@ -238,6 +290,12 @@ impl ApiKey {
     Self::Produce,
     Self::Fetch,
     Self::ListOffsets,
+    Self::GroupHeartbeat,
+    Self::OffsetCommit,
+    Self::OffsetFetch,
+    Self::ListGroups,
+    Self::DescribeGroup,
+    Self::DeleteGroup,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -249,6 +307,12 @@ impl ApiKey {
       Self::Produce => Some("Produce"),
       Self::Fetch => Some("Fetch"),
       Self::ListOffsets => Some("ListOffsets"),
+      Self::GroupHeartbeat => Some("GroupHeartbeat"),
+      Self::OffsetCommit => Some("OffsetCommit"),
+      Self::OffsetFetch => Some("OffsetFetch"),
+      Self::ListGroups => Some("ListGroups"),
+      Self::DescribeGroup => Some("DescribeGroup"),
+      Self::DeleteGroup => Some("DeleteGroup"),
       _ => None,
     }
   }
@@ -486,12 +550,105 @@ impl<'a> flatbuffers::Verifiable for OffsetSpec {
 
 impl flatbuffers::SimpleToVerifyInSlice for OffsetSpec {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+pub const ENUM_MIN_GROUP_STATE: i8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 7;
+pub const ENUM_MAX_GROUP_STATE: i8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 8] = [
+pub const ENUM_VALUES_GROUP_STATE: [GroupState; 3] = [
+  GroupState::Empty,
+  GroupState::Reconciling,
+  GroupState::Stable,
+];
+
+/// Where a consumer group stands.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct GroupState(pub i8);
+#[allow(non_upper_case_globals)]
+impl GroupState {
+  /// No members; offsets may be reset.
+  pub const Empty: Self = Self(0);
+  /// Some member has not yet reached its target assignment.
+  pub const Reconciling: Self = Self(1);
+  /// Every member owns exactly its target assignment.
+  pub const Stable: Self = Self(2);
+
+  pub const ENUM_MIN: i8 = 0;
+  pub const ENUM_MAX: i8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Empty,
+    Self::Reconciling,
+    Self::Stable,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Empty => Some("Empty"),
+      Self::Reconciling => Some("Reconciling"),
+      Self::Stable => Some("Stable"),
+      _ => None,
+    }
+  }
+}
+impl core::fmt::Debug for GroupState {
+  fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> flatbuffers::Follow<'a> for GroupState {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = flatbuffers::read_scalar_at::<i8>(buf, loc);
+    Self(b)
+  }
+}
+
+impl flatbuffers::Push for GroupState {
+    type Output = GroupState;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        flatbuffers::emplace_scalar::<i8>(dst, self.0);
+    }
+}
+
+impl flatbuffers::EndianScalar for GroupState {
+  type Scalar = i8;
+  #[inline]
+  fn to_little_endian(self) -> i8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: i8) -> Self {
+    let b = i8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> flatbuffers::Verifiable for GroupState {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    i8::run_verifier(v, pos)
+  }
+}
+
+impl flatbuffers::SimpleToVerifyInSlice for GroupState {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REQUEST_BODY: u8 = 13;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 14] = [
   RequestBody::NONE,
   RequestBody::ApiVersionsRequest,
   RequestBody::MetadataRequest,
@@ -500,10 +657,15 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 8] = [
   RequestBody::ProduceRequest,
   RequestBody::FetchRequest,
   RequestBody::ListOffsetsRequest,
+  RequestBody::GroupHeartbeatRequest,
+  RequestBody::OffsetCommitRequest,
+  RequestBody::OffsetFetchRequest,
+  RequestBody::ListGroupsRequest,
+  RequestBody::DescribeGroupRequest,
+  RequestBody::DeleteGroupRequest,
 ];
 
-/// Append-only: the consumer-group operations (heartbeat, offset commit and fetch, group
-/// admin) join here later.
+/// Append-only: new operations join at the end.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
 pub struct RequestBody(pub u8);
@@ -517,9 +679,15 @@ impl RequestBody {
   pub const ProduceRequest: Self = Self(5);
   pub const FetchRequest: Self = Self(6);
   pub const ListOffsetsRequest: Self = Self(7);
+  pub const GroupHeartbeatRequest: Self = Self(8);
+  pub const OffsetCommitRequest: Self = Self(9);
+  pub const OffsetFetchRequest: Self = Self(10);
+  pub const ListGroupsRequest: Self = Self(11);
+  pub const DescribeGroupRequest: Self = Self(12);
+  pub const DeleteGroupRequest: Self = Self(13);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 13;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsRequest,
@@ -529,6 +697,12 @@ impl RequestBody {
     Self::ProduceRequest,
     Self::FetchRequest,
     Self::ListOffsetsRequest,
+    Self::GroupHeartbeatRequest,
+    Self::OffsetCommitRequest,
+    Self::OffsetFetchRequest,
+    Self::ListGroupsRequest,
+    Self::DescribeGroupRequest,
+    Self::DeleteGroupRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -541,6 +715,12 @@ impl RequestBody {
       Self::ProduceRequest => Some("ProduceRequest"),
       Self::FetchRequest => Some("FetchRequest"),
       Self::ListOffsetsRequest => Some("ListOffsetsRequest"),
+      Self::GroupHeartbeatRequest => Some("GroupHeartbeatRequest"),
+      Self::OffsetCommitRequest => Some("OffsetCommitRequest"),
+      Self::OffsetFetchRequest => Some("OffsetFetchRequest"),
+      Self::ListGroupsRequest => Some("ListGroupsRequest"),
+      Self::DescribeGroupRequest => Some("DescribeGroupRequest"),
+      Self::DeleteGroupRequest => Some("DeleteGroupRequest"),
       _ => None,
     }
   }
@@ -601,10 +781,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 7;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 13;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 8] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 14] = [
   ResponseBody::NONE,
   ResponseBody::ApiVersionsResponse,
   ResponseBody::MetadataResponse,
@@ -613,6 +793,12 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 8] = [
   ResponseBody::ProduceResponse,
   ResponseBody::FetchResponse,
   ResponseBody::ListOffsetsResponse,
+  ResponseBody::GroupHeartbeatResponse,
+  ResponseBody::OffsetCommitResponse,
+  ResponseBody::OffsetFetchResponse,
+  ResponseBody::ListGroupsResponse,
+  ResponseBody::DescribeGroupResponse,
+  ResponseBody::DeleteGroupResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -628,9 +814,15 @@ impl ResponseBody {
   pub const ProduceResponse: Self = Self(5);
   pub const FetchResponse: Self = Self(6);
   pub const ListOffsetsResponse: Self = Self(7);
+  pub const GroupHeartbeatResponse: Self = Self(8);
+  pub const OffsetCommitResponse: Self = Self(9);
+  pub const OffsetFetchResponse: Self = Self(10);
+  pub const ListGroupsResponse: Self = Self(11);
+  pub const DescribeGroupResponse: Self = Self(12);
+  pub const DeleteGroupResponse: Self = Self(13);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 13;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ApiVersionsResponse,
@@ -640,6 +832,12 @@ impl ResponseBody {
     Self::ProduceResponse,
     Self::FetchResponse,
     Self::ListOffsetsResponse,
+    Self::GroupHeartbeatResponse,
+    Self::OffsetCommitResponse,
+    Self::OffsetFetchResponse,
+    Self::ListGroupsResponse,
+    Self::DescribeGroupResponse,
+    Self::DeleteGroupResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -652,6 +850,12 @@ impl ResponseBody {
       Self::ProduceResponse => Some("ProduceResponse"),
       Self::FetchResponse => Some("FetchResponse"),
       Self::ListOffsetsResponse => Some("ListOffsetsResponse"),
+      Self::GroupHeartbeatResponse => Some("GroupHeartbeatResponse"),
+      Self::OffsetCommitResponse => Some("OffsetCommitResponse"),
+      Self::OffsetFetchResponse => Some("OffsetFetchResponse"),
+      Self::ListGroupsResponse => Some("ListGroupsResponse"),
+      Self::DescribeGroupResponse => Some("DescribeGroupResponse"),
+      Self::DeleteGroupResponse => Some("DeleteGroupResponse"),
       _ => None,
     }
   }
@@ -3293,6 +3497,2620 @@ impl core::fmt::Debug for ListOffsetsResponse<'_> {
       ds.finish()
   }
 }
+pub enum TopicPartitionsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Some partitions of one topic.
+pub struct TopicPartitions<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for TopicPartitions<'a> {
+  type Inner = TopicPartitions<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> TopicPartitions<'a> {
+  pub const VT_TOPIC: flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITIONS: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    TopicPartitions { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args TopicPartitionsArgs<'args>
+  ) -> flatbuffers::WIPOffset<TopicPartitions<'bldr>> {
+    let mut builder = TopicPartitionsBuilder::new(_fbb);
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(TopicPartitions::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partitions(&self) -> Option<flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u32>>>(TopicPartitions::VT_PARTITIONS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for TopicPartitions<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u32>>>("partitions", Self::VT_PARTITIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TopicPartitionsArgs<'a> {
+    pub topic: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub partitions: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u32>>>,
+}
+impl<'a> Default for TopicPartitionsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TopicPartitionsArgs {
+      topic: None,
+      partitions: None,
+    }
+  }
+}
+
+pub struct TopicPartitionsBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> TopicPartitionsBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(TopicPartitions::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: flatbuffers::WIPOffset<flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(TopicPartitions::VT_PARTITIONS, partitions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> TopicPartitionsBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    TopicPartitionsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<TopicPartitions<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for TopicPartitions<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("TopicPartitions");
+      ds.field("topic", &self.topic());
+      ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum GroupHeartbeatRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A member's heartbeat: who it is, what it subscribes to and what it owns right now.
+pub struct GroupHeartbeatRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GroupHeartbeatRequest<'a> {
+  type Inner = GroupHeartbeatRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GroupHeartbeatRequest<'a> {
+  pub const VT_GROUP: flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBER_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_MEMBER_EPOCH: flatbuffers::VOffsetT = 8;
+  pub const VT_SESSION_TIMEOUT_MS: flatbuffers::VOffsetT = 10;
+  pub const VT_TOPICS: flatbuffers::VOffsetT = 12;
+  pub const VT_OWNED: flatbuffers::VOffsetT = 14;
+  pub const VT_ASSIGNOR: flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GroupHeartbeatRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GroupHeartbeatRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<GroupHeartbeatRequest<'bldr>> {
+    let mut builder = GroupHeartbeatRequestBuilder::new(_fbb);
+    if let Some(x) = args.assignor { builder.add_assignor(x); }
+    if let Some(x) = args.owned { builder.add_owned(x); }
+    if let Some(x) = args.topics { builder.add_topics(x); }
+    builder.add_session_timeout_ms(args.session_timeout_ms);
+    builder.add_member_epoch(args.member_epoch);
+    if let Some(x) = args.member_id { builder.add_member_id(x); }
+    if let Some(x) = args.group { builder.add_group(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupHeartbeatRequest::VT_GROUP, None)}
+  }
+  /// Empty when joining: the coordinator gives the member its id.
+  #[inline]
+  pub fn member_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupHeartbeatRequest::VT_MEMBER_ID, None)}
+  }
+  /// 0 when joining, -1 when leaving cleanly (everything released), else the epoch the
+  /// coordinator last gave the member.
+  #[inline]
+  pub fn member_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(GroupHeartbeatRequest::VT_MEMBER_EPOCH, Some(0)).unwrap()}
+  }
+  /// The member is removed when no heartbeat arrives for this long (within broker bounds).
+  #[inline]
+  pub fn session_timeout_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(GroupHeartbeatRequest::VT_SESSION_TIMEOUT_MS, Some(0)).unwrap()}
+  }
+  /// Topics the member consumes.
+  #[inline]
+  pub fn topics(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(GroupHeartbeatRequest::VT_TOPICS, None)}
+  }
+  /// Partitions the member owns now: it may read them and has not released them.
+  #[inline]
+  pub fn owned(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions>>>>(GroupHeartbeatRequest::VT_OWNED, None)}
+  }
+  /// `range`, `roundrobin` or `sticky`; absent keeps the group's. Only a member joining an
+  /// empty group changes it.
+  #[inline]
+  pub fn assignor(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupHeartbeatRequest::VT_ASSIGNOR, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for GroupHeartbeatRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group", Self::VT_GROUP, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<i32>("member_epoch", Self::VT_MEMBER_EPOCH, false)?
+     .visit_field::<u32>("session_timeout_ms", Self::VT_SESSION_TIMEOUT_MS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("topics", Self::VT_TOPICS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TopicPartitions>>>>("owned", Self::VT_OWNED, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("assignor", Self::VT_ASSIGNOR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupHeartbeatRequestArgs<'a> {
+    pub group: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub member_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub member_epoch: i32,
+    pub session_timeout_ms: u32,
+    pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub owned: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>>>,
+    pub assignor: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for GroupHeartbeatRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupHeartbeatRequestArgs {
+      group: None,
+      member_id: None,
+      member_epoch: 0,
+      session_timeout_ms: 0,
+      topics: None,
+      owned: None,
+      assignor: None,
+    }
+  }
+}
+
+pub struct GroupHeartbeatRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GroupHeartbeatRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group(&mut self, group: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupHeartbeatRequest::VT_GROUP, group);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupHeartbeatRequest::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn add_member_epoch(&mut self, member_epoch: i32) {
+    self.fbb_.push_slot::<i32>(GroupHeartbeatRequest::VT_MEMBER_EPOCH, member_epoch, 0);
+  }
+  #[inline]
+  pub fn add_session_timeout_ms(&mut self, session_timeout_ms: u32) {
+    self.fbb_.push_slot::<u32>(GroupHeartbeatRequest::VT_SESSION_TIMEOUT_MS, session_timeout_ms, 0);
+  }
+  #[inline]
+  pub fn add_topics(&mut self, topics: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupHeartbeatRequest::VT_TOPICS, topics);
+  }
+  #[inline]
+  pub fn add_owned(&mut self, owned: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<TopicPartitions<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupHeartbeatRequest::VT_OWNED, owned);
+  }
+  #[inline]
+  pub fn add_assignor(&mut self, assignor: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupHeartbeatRequest::VT_ASSIGNOR, assignor);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GroupHeartbeatRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GroupHeartbeatRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GroupHeartbeatRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GroupHeartbeatRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GroupHeartbeatRequest");
+      ds.field("group", &self.group());
+      ds.field("member_id", &self.member_id());
+      ds.field("member_epoch", &self.member_epoch());
+      ds.field("session_timeout_ms", &self.session_timeout_ms());
+      ds.field("topics", &self.topics());
+      ds.field("owned", &self.owned());
+      ds.field("assignor", &self.assignor());
+      ds.finish()
+  }
+}
+pub enum GroupHeartbeatResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The coordinator's answer to a heartbeat.
+pub struct GroupHeartbeatResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GroupHeartbeatResponse<'a> {
+  type Inner = GroupHeartbeatResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GroupHeartbeatResponse<'a> {
+  pub const VT_MEMBER_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBER_EPOCH: flatbuffers::VOffsetT = 6;
+  pub const VT_HEARTBEAT_INTERVAL_MS: flatbuffers::VOffsetT = 8;
+  pub const VT_ASSIGNMENT: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GroupHeartbeatResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GroupHeartbeatResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<GroupHeartbeatResponse<'bldr>> {
+    let mut builder = GroupHeartbeatResponseBuilder::new(_fbb);
+    if let Some(x) = args.assignment { builder.add_assignment(x); }
+    builder.add_heartbeat_interval_ms(args.heartbeat_interval_ms);
+    builder.add_member_epoch(args.member_epoch);
+    if let Some(x) = args.member_id { builder.add_member_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn member_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupHeartbeatResponse::VT_MEMBER_ID, None)}
+  }
+  #[inline]
+  pub fn member_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(GroupHeartbeatResponse::VT_MEMBER_EPOCH, Some(0)).unwrap()}
+  }
+  /// Send the next heartbeat within this long.
+  #[inline]
+  pub fn heartbeat_interval_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(GroupHeartbeatResponse::VT_HEARTBEAT_INTERVAL_MS, Some(0)).unwrap()}
+  }
+  /// What the member may own from now on. Anything else it owns, it must release (commit
+  /// first) and report released with its next heartbeat, which it should send at once.
+  #[inline]
+  pub fn assignment(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions>>>>(GroupHeartbeatResponse::VT_ASSIGNMENT, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for GroupHeartbeatResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<i32>("member_epoch", Self::VT_MEMBER_EPOCH, false)?
+     .visit_field::<u32>("heartbeat_interval_ms", Self::VT_HEARTBEAT_INTERVAL_MS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TopicPartitions>>>>("assignment", Self::VT_ASSIGNMENT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupHeartbeatResponseArgs<'a> {
+    pub member_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: u32,
+    pub assignment: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>>>,
+}
+impl<'a> Default for GroupHeartbeatResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupHeartbeatResponseArgs {
+      member_id: None,
+      member_epoch: 0,
+      heartbeat_interval_ms: 0,
+      assignment: None,
+    }
+  }
+}
+
+pub struct GroupHeartbeatResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GroupHeartbeatResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupHeartbeatResponse::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn add_member_epoch(&mut self, member_epoch: i32) {
+    self.fbb_.push_slot::<i32>(GroupHeartbeatResponse::VT_MEMBER_EPOCH, member_epoch, 0);
+  }
+  #[inline]
+  pub fn add_heartbeat_interval_ms(&mut self, heartbeat_interval_ms: u32) {
+    self.fbb_.push_slot::<u32>(GroupHeartbeatResponse::VT_HEARTBEAT_INTERVAL_MS, heartbeat_interval_ms, 0);
+  }
+  #[inline]
+  pub fn add_assignment(&mut self, assignment: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<TopicPartitions<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupHeartbeatResponse::VT_ASSIGNMENT, assignment);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GroupHeartbeatResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GroupHeartbeatResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GroupHeartbeatResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GroupHeartbeatResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GroupHeartbeatResponse");
+      ds.field("member_id", &self.member_id());
+      ds.field("member_epoch", &self.member_epoch());
+      ds.field("heartbeat_interval_ms", &self.heartbeat_interval_ms());
+      ds.field("assignment", &self.assignment());
+      ds.finish()
+  }
+}
+pub enum CommitOffsetOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One offset to commit.
+pub struct CommitOffset<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for CommitOffset<'a> {
+  type Inner = CommitOffset<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> CommitOffset<'a> {
+  pub const VT_TOPIC: flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: flatbuffers::VOffsetT = 6;
+  pub const VT_OFFSET: flatbuffers::VOffsetT = 8;
+  pub const VT_METADATA: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    CommitOffset { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args CommitOffsetArgs<'args>
+  ) -> flatbuffers::WIPOffset<CommitOffset<'bldr>> {
+    let mut builder = CommitOffsetBuilder::new(_fbb);
+    builder.add_offset(args.offset);
+    if let Some(x) = args.metadata { builder.add_metadata(x); }
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CommitOffset::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(CommitOffset::VT_PARTITION, Some(0)).unwrap()}
+  }
+  /// The next offset the group should read.
+  #[inline]
+  pub fn offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(CommitOffset::VT_OFFSET, Some(0)).unwrap()}
+  }
+  /// Free text kept with the offset.
+  #[inline]
+  pub fn metadata(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CommitOffset::VT_METADATA, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for CommitOffset<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<i64>("offset", Self::VT_OFFSET, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("metadata", Self::VT_METADATA, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CommitOffsetArgs<'a> {
+    pub topic: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub partition: u32,
+    pub offset: i64,
+    pub metadata: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for CommitOffsetArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CommitOffsetArgs {
+      topic: None,
+      partition: 0,
+      offset: 0,
+      metadata: None,
+    }
+  }
+}
+
+pub struct CommitOffsetBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> CommitOffsetBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CommitOffset::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(CommitOffset::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_offset(&mut self, offset: i64) {
+    self.fbb_.push_slot::<i64>(CommitOffset::VT_OFFSET, offset, 0);
+  }
+  #[inline]
+  pub fn add_metadata(&mut self, metadata: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CommitOffset::VT_METADATA, metadata);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CommitOffsetBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    CommitOffsetBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<CommitOffset<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for CommitOffset<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("CommitOffset");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("offset", &self.offset());
+      ds.field("metadata", &self.metadata());
+      ds.finish()
+  }
+}
+pub enum OffsetCommitRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Commits offsets of a group, for a member or (epoch -1, empty member id, group without
+/// members) as an administrative reset.
+pub struct OffsetCommitRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for OffsetCommitRequest<'a> {
+  type Inner = OffsetCommitRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> OffsetCommitRequest<'a> {
+  pub const VT_GROUP: flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBER_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_MEMBER_EPOCH: flatbuffers::VOffsetT = 8;
+  pub const VT_OFFSETS: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    OffsetCommitRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args OffsetCommitRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<OffsetCommitRequest<'bldr>> {
+    let mut builder = OffsetCommitRequestBuilder::new(_fbb);
+    if let Some(x) = args.offsets { builder.add_offsets(x); }
+    builder.add_member_epoch(args.member_epoch);
+    if let Some(x) = args.member_id { builder.add_member_id(x); }
+    if let Some(x) = args.group { builder.add_group(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(OffsetCommitRequest::VT_GROUP, None)}
+  }
+  /// Empty for an administrative commit.
+  #[inline]
+  pub fn member_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(OffsetCommitRequest::VT_MEMBER_ID, None)}
+  }
+  /// The member's current epoch, or -1 for an administrative commit.
+  #[inline]
+  pub fn member_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(OffsetCommitRequest::VT_MEMBER_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn offsets(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<CommitOffset<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<CommitOffset>>>>(OffsetCommitRequest::VT_OFFSETS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for OffsetCommitRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group", Self::VT_GROUP, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<i32>("member_epoch", Self::VT_MEMBER_EPOCH, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<CommitOffset>>>>("offsets", Self::VT_OFFSETS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetCommitRequestArgs<'a> {
+    pub group: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub member_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub member_epoch: i32,
+    pub offsets: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<CommitOffset<'a>>>>>,
+}
+impl<'a> Default for OffsetCommitRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetCommitRequestArgs {
+      group: None,
+      member_id: None,
+      member_epoch: 0,
+      offsets: None,
+    }
+  }
+}
+
+pub struct OffsetCommitRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> OffsetCommitRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group(&mut self, group: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitRequest::VT_GROUP, group);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitRequest::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn add_member_epoch(&mut self, member_epoch: i32) {
+    self.fbb_.push_slot::<i32>(OffsetCommitRequest::VT_MEMBER_EPOCH, member_epoch, 0);
+  }
+  #[inline]
+  pub fn add_offsets(&mut self, offsets: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<CommitOffset<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitRequest::VT_OFFSETS, offsets);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> OffsetCommitRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    OffsetCommitRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<OffsetCommitRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for OffsetCommitRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetCommitRequest");
+      ds.field("group", &self.group());
+      ds.field("member_id", &self.member_id());
+      ds.field("member_epoch", &self.member_epoch());
+      ds.field("offsets", &self.offsets());
+      ds.finish()
+  }
+}
+pub enum PartitionResultOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The outcome for one partition of a request that names several.
+pub struct PartitionResult<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for PartitionResult<'a> {
+  type Inner = PartitionResult<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> PartitionResult<'a> {
+  pub const VT_TOPIC: flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: flatbuffers::VOffsetT = 6;
+  pub const VT_ERROR_CODE: flatbuffers::VOffsetT = 8;
+  pub const VT_ERROR_MESSAGE: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    PartitionResult { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args PartitionResultArgs<'args>
+  ) -> flatbuffers::WIPOffset<PartitionResult<'bldr>> {
+    let mut builder = PartitionResultBuilder::new(_fbb);
+    if let Some(x) = args.error_message { builder.add_error_message(x); }
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.add_error_code(args.error_code);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(PartitionResult::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PartitionResult::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn error_code(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(PartitionResult::VT_ERROR_CODE, Some(ErrorCode::None)).unwrap()}
+  }
+  #[inline]
+  pub fn error_message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(PartitionResult::VT_ERROR_MESSAGE, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for PartitionResult<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<ErrorCode>("error_code", Self::VT_ERROR_CODE, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("error_message", Self::VT_ERROR_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PartitionResultArgs<'a> {
+    pub topic: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub partition: u32,
+    pub error_code: ErrorCode,
+    pub error_message: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for PartitionResultArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PartitionResultArgs {
+      topic: None,
+      partition: 0,
+      error_code: ErrorCode::None,
+      error_message: None,
+    }
+  }
+}
+
+pub struct PartitionResultBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> PartitionResultBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionResult::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(PartitionResult::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_error_code(&mut self, error_code: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(PartitionResult::VT_ERROR_CODE, error_code, ErrorCode::None);
+  }
+  #[inline]
+  pub fn add_error_message(&mut self, error_message: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionResult::VT_ERROR_MESSAGE, error_message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> PartitionResultBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    PartitionResultBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<PartitionResult<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for PartitionResult<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("PartitionResult");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("error_code", &self.error_code());
+      ds.field("error_message", &self.error_message());
+      ds.finish()
+  }
+}
+pub enum OffsetCommitResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Per-partition outcome of OffsetCommit.
+pub struct OffsetCommitResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for OffsetCommitResponse<'a> {
+  type Inner = OffsetCommitResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> OffsetCommitResponse<'a> {
+  pub const VT_RESULTS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    OffsetCommitResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args OffsetCommitResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<OffsetCommitResponse<'bldr>> {
+    let mut builder = OffsetCommitResponseBuilder::new(_fbb);
+    if let Some(x) = args.results { builder.add_results(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn results(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionResult<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionResult>>>>(OffsetCommitResponse::VT_RESULTS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for OffsetCommitResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<PartitionResult>>>>("results", Self::VT_RESULTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetCommitResponseArgs<'a> {
+    pub results: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionResult<'a>>>>>,
+}
+impl<'a> Default for OffsetCommitResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetCommitResponseArgs {
+      results: None,
+    }
+  }
+}
+
+pub struct OffsetCommitResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> OffsetCommitResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_results(&mut self, results: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<PartitionResult<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetCommitResponse::VT_RESULTS, results);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> OffsetCommitResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    OffsetCommitResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<OffsetCommitResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for OffsetCommitResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetCommitResponse");
+      ds.field("results", &self.results());
+      ds.finish()
+  }
+}
+pub enum OffsetFetchRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The committed offsets of a group.
+pub struct OffsetFetchRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for OffsetFetchRequest<'a> {
+  type Inner = OffsetFetchRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> OffsetFetchRequest<'a> {
+  pub const VT_GROUP: flatbuffers::VOffsetT = 4;
+  pub const VT_TOPICS: flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    OffsetFetchRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args OffsetFetchRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<OffsetFetchRequest<'bldr>> {
+    let mut builder = OffsetFetchRequestBuilder::new(_fbb);
+    if let Some(x) = args.topics { builder.add_topics(x); }
+    if let Some(x) = args.group { builder.add_group(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(OffsetFetchRequest::VT_GROUP, None)}
+  }
+  /// Empty asks for every topic with a committed offset.
+  #[inline]
+  pub fn topics(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(OffsetFetchRequest::VT_TOPICS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for OffsetFetchRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group", Self::VT_GROUP, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("topics", Self::VT_TOPICS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetFetchRequestArgs<'a> {
+    pub group: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+}
+impl<'a> Default for OffsetFetchRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetFetchRequestArgs {
+      group: None,
+      topics: None,
+    }
+  }
+}
+
+pub struct OffsetFetchRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> OffsetFetchRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group(&mut self, group: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetFetchRequest::VT_GROUP, group);
+  }
+  #[inline]
+  pub fn add_topics(&mut self, topics: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetFetchRequest::VT_TOPICS, topics);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> OffsetFetchRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    OffsetFetchRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<OffsetFetchRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for OffsetFetchRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetFetchRequest");
+      ds.field("group", &self.group());
+      ds.field("topics", &self.topics());
+      ds.finish()
+  }
+}
+pub enum CommittedOffsetOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A committed offset.
+pub struct CommittedOffset<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for CommittedOffset<'a> {
+  type Inner = CommittedOffset<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> CommittedOffset<'a> {
+  pub const VT_TOPIC: flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: flatbuffers::VOffsetT = 6;
+  pub const VT_OFFSET: flatbuffers::VOffsetT = 8;
+  pub const VT_METADATA: flatbuffers::VOffsetT = 10;
+  pub const VT_COMMIT_TIME_MS: flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    CommittedOffset { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args CommittedOffsetArgs<'args>
+  ) -> flatbuffers::WIPOffset<CommittedOffset<'bldr>> {
+    let mut builder = CommittedOffsetBuilder::new(_fbb);
+    builder.add_commit_time_ms(args.commit_time_ms);
+    builder.add_offset(args.offset);
+    if let Some(x) = args.metadata { builder.add_metadata(x); }
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CommittedOffset::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(CommittedOffset::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(CommittedOffset::VT_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn metadata(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CommittedOffset::VT_METADATA, None)}
+  }
+  /// Broker wall-clock time of the commit, in ms since the epoch.
+  #[inline]
+  pub fn commit_time_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(CommittedOffset::VT_COMMIT_TIME_MS, Some(0)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for CommittedOffset<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<i64>("offset", Self::VT_OFFSET, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("metadata", Self::VT_METADATA, false)?
+     .visit_field::<i64>("commit_time_ms", Self::VT_COMMIT_TIME_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CommittedOffsetArgs<'a> {
+    pub topic: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub partition: u32,
+    pub offset: i64,
+    pub metadata: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub commit_time_ms: i64,
+}
+impl<'a> Default for CommittedOffsetArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CommittedOffsetArgs {
+      topic: None,
+      partition: 0,
+      offset: 0,
+      metadata: None,
+      commit_time_ms: 0,
+    }
+  }
+}
+
+pub struct CommittedOffsetBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> CommittedOffsetBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CommittedOffset::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(CommittedOffset::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_offset(&mut self, offset: i64) {
+    self.fbb_.push_slot::<i64>(CommittedOffset::VT_OFFSET, offset, 0);
+  }
+  #[inline]
+  pub fn add_metadata(&mut self, metadata: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CommittedOffset::VT_METADATA, metadata);
+  }
+  #[inline]
+  pub fn add_commit_time_ms(&mut self, commit_time_ms: i64) {
+    self.fbb_.push_slot::<i64>(CommittedOffset::VT_COMMIT_TIME_MS, commit_time_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CommittedOffsetBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    CommittedOffsetBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<CommittedOffset<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for CommittedOffset<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("CommittedOffset");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("offset", &self.offset());
+      ds.field("metadata", &self.metadata());
+      ds.field("commit_time_ms", &self.commit_time_ms());
+      ds.finish()
+  }
+}
+pub enum OffsetFetchResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OffsetFetchResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for OffsetFetchResponse<'a> {
+  type Inner = OffsetFetchResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> OffsetFetchResponse<'a> {
+  pub const VT_OFFSETS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    OffsetFetchResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args OffsetFetchResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<OffsetFetchResponse<'bldr>> {
+    let mut builder = OffsetFetchResponseBuilder::new(_fbb);
+    if let Some(x) = args.offsets { builder.add_offsets(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn offsets(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<CommittedOffset<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<CommittedOffset>>>>(OffsetFetchResponse::VT_OFFSETS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for OffsetFetchResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<CommittedOffset>>>>("offsets", Self::VT_OFFSETS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetFetchResponseArgs<'a> {
+    pub offsets: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<CommittedOffset<'a>>>>>,
+}
+impl<'a> Default for OffsetFetchResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetFetchResponseArgs {
+      offsets: None,
+    }
+  }
+}
+
+pub struct OffsetFetchResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> OffsetFetchResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_offsets(&mut self, offsets: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<CommittedOffset<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(OffsetFetchResponse::VT_OFFSETS, offsets);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> OffsetFetchResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    OffsetFetchResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<OffsetFetchResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for OffsetFetchResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetFetchResponse");
+      ds.field("offsets", &self.offsets());
+      ds.finish()
+  }
+}
+pub enum ListGroupsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Every group the broker knows.
+pub struct ListGroupsRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListGroupsRequest<'a> {
+  type Inner = ListGroupsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListGroupsRequest<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListGroupsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args ListGroupsRequestArgs
+  ) -> flatbuffers::WIPOffset<ListGroupsRequest<'bldr>> {
+    let mut builder = ListGroupsRequestBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for ListGroupsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListGroupsRequestArgs {
+}
+impl<'a> Default for ListGroupsRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    ListGroupsRequestArgs {
+    }
+  }
+}
+
+pub struct ListGroupsRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListGroupsRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListGroupsRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListGroupsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListGroupsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListGroupsRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListGroupsRequest");
+      ds.finish()
+  }
+}
+pub enum GroupListingOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A line of ListGroups.
+pub struct GroupListing<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for GroupListing<'a> {
+  type Inner = GroupListing<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> GroupListing<'a> {
+  pub const VT_GROUP: flatbuffers::VOffsetT = 4;
+  pub const VT_STATE: flatbuffers::VOffsetT = 6;
+  pub const VT_GROUP_EPOCH: flatbuffers::VOffsetT = 8;
+  pub const VT_MEMBERS: flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    GroupListing { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args GroupListingArgs<'args>
+  ) -> flatbuffers::WIPOffset<GroupListing<'bldr>> {
+    let mut builder = GroupListingBuilder::new(_fbb);
+    builder.add_members(args.members);
+    builder.add_group_epoch(args.group_epoch);
+    if let Some(x) = args.group { builder.add_group(x); }
+    builder.add_state(args.state);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(GroupListing::VT_GROUP, None)}
+  }
+  #[inline]
+  pub fn state(&self) -> GroupState {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<GroupState>(GroupListing::VT_STATE, Some(GroupState::Empty)).unwrap()}
+  }
+  #[inline]
+  pub fn group_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(GroupListing::VT_GROUP_EPOCH, Some(0)).unwrap()}
+  }
+  /// How many members the group has.
+  #[inline]
+  pub fn members(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(GroupListing::VT_MEMBERS, Some(0)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for GroupListing<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group", Self::VT_GROUP, false)?
+     .visit_field::<GroupState>("state", Self::VT_STATE, false)?
+     .visit_field::<i32>("group_epoch", Self::VT_GROUP_EPOCH, false)?
+     .visit_field::<u32>("members", Self::VT_MEMBERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupListingArgs<'a> {
+    pub group: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub state: GroupState,
+    pub group_epoch: i32,
+    pub members: u32,
+}
+impl<'a> Default for GroupListingArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupListingArgs {
+      group: None,
+      state: GroupState::Empty,
+      group_epoch: 0,
+      members: 0,
+    }
+  }
+}
+
+pub struct GroupListingBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> GroupListingBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group(&mut self, group: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GroupListing::VT_GROUP, group);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: GroupState) {
+    self.fbb_.push_slot::<GroupState>(GroupListing::VT_STATE, state, GroupState::Empty);
+  }
+  #[inline]
+  pub fn add_group_epoch(&mut self, group_epoch: i32) {
+    self.fbb_.push_slot::<i32>(GroupListing::VT_GROUP_EPOCH, group_epoch, 0);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: u32) {
+    self.fbb_.push_slot::<u32>(GroupListing::VT_MEMBERS, members, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GroupListingBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    GroupListingBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<GroupListing<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for GroupListing<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("GroupListing");
+      ds.field("group", &self.group());
+      ds.field("state", &self.state());
+      ds.field("group_epoch", &self.group_epoch());
+      ds.field("members", &self.members());
+      ds.finish()
+  }
+}
+pub enum ListGroupsResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListGroupsResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for ListGroupsResponse<'a> {
+  type Inner = ListGroupsResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> ListGroupsResponse<'a> {
+  pub const VT_GROUPS: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    ListGroupsResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args ListGroupsResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<ListGroupsResponse<'bldr>> {
+    let mut builder = ListGroupsResponseBuilder::new(_fbb);
+    if let Some(x) = args.groups { builder.add_groups(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn groups(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GroupListing<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GroupListing>>>>(ListGroupsResponse::VT_GROUPS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for ListGroupsResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<GroupListing>>>>("groups", Self::VT_GROUPS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListGroupsResponseArgs<'a> {
+    pub groups: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<GroupListing<'a>>>>>,
+}
+impl<'a> Default for ListGroupsResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ListGroupsResponseArgs {
+      groups: None,
+    }
+  }
+}
+
+pub struct ListGroupsResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> ListGroupsResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_groups(&mut self, groups: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<GroupListing<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ListGroupsResponse::VT_GROUPS, groups);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ListGroupsResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    ListGroupsResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<ListGroupsResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for ListGroupsResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("ListGroupsResponse");
+      ds.field("groups", &self.groups());
+      ds.finish()
+  }
+}
+pub enum DescribeGroupRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One group's members, assignment and committed offsets with their lag.
+pub struct DescribeGroupRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DescribeGroupRequest<'a> {
+  type Inner = DescribeGroupRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DescribeGroupRequest<'a> {
+  pub const VT_GROUP: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DescribeGroupRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DescribeGroupRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<DescribeGroupRequest<'bldr>> {
+    let mut builder = DescribeGroupRequestBuilder::new(_fbb);
+    if let Some(x) = args.group { builder.add_group(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(DescribeGroupRequest::VT_GROUP, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DescribeGroupRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group", Self::VT_GROUP, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescribeGroupRequestArgs<'a> {
+    pub group: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for DescribeGroupRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DescribeGroupRequestArgs {
+      group: None,
+    }
+  }
+}
+
+pub struct DescribeGroupRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DescribeGroupRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group(&mut self, group: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeGroupRequest::VT_GROUP, group);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DescribeGroupRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DescribeGroupRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DescribeGroupRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DescribeGroupRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DescribeGroupRequest");
+      ds.field("group", &self.group());
+      ds.finish()
+  }
+}
+pub enum MemberDescriptionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One member, as DescribeGroup shows it.
+pub struct MemberDescription<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for MemberDescription<'a> {
+  type Inner = MemberDescription<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> MemberDescription<'a> {
+  pub const VT_MEMBER_ID: flatbuffers::VOffsetT = 4;
+  pub const VT_CLIENT_ID: flatbuffers::VOffsetT = 6;
+  pub const VT_HOST: flatbuffers::VOffsetT = 8;
+  pub const VT_MEMBER_EPOCH: flatbuffers::VOffsetT = 10;
+  pub const VT_SESSION_TIMEOUT_MS: flatbuffers::VOffsetT = 12;
+  pub const VT_TOPICS: flatbuffers::VOffsetT = 14;
+  pub const VT_ASSIGNMENT: flatbuffers::VOffsetT = 16;
+  pub const VT_REVOKING: flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    MemberDescription { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args MemberDescriptionArgs<'args>
+  ) -> flatbuffers::WIPOffset<MemberDescription<'bldr>> {
+    let mut builder = MemberDescriptionBuilder::new(_fbb);
+    if let Some(x) = args.revoking { builder.add_revoking(x); }
+    if let Some(x) = args.assignment { builder.add_assignment(x); }
+    if let Some(x) = args.topics { builder.add_topics(x); }
+    builder.add_session_timeout_ms(args.session_timeout_ms);
+    builder.add_member_epoch(args.member_epoch);
+    if let Some(x) = args.host { builder.add_host(x); }
+    if let Some(x) = args.client_id { builder.add_client_id(x); }
+    if let Some(x) = args.member_id { builder.add_member_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn member_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(MemberDescription::VT_MEMBER_ID, None)}
+  }
+  #[inline]
+  pub fn client_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(MemberDescription::VT_CLIENT_ID, None)}
+  }
+  /// The member's address as the broker saw it.
+  #[inline]
+  pub fn host(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(MemberDescription::VT_HOST, None)}
+  }
+  #[inline]
+  pub fn member_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(MemberDescription::VT_MEMBER_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn session_timeout_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(MemberDescription::VT_SESSION_TIMEOUT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn topics(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(MemberDescription::VT_TOPICS, None)}
+  }
+  /// Partitions the member may own.
+  #[inline]
+  pub fn assignment(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions>>>>(MemberDescription::VT_ASSIGNMENT, None)}
+  }
+  /// Partitions taken from the member that it has not yet reported released; it still owns
+  /// them, and nobody else gets them until it does.
+  #[inline]
+  pub fn revoking(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions>>>>(MemberDescription::VT_REVOKING, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for MemberDescription<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("client_id", Self::VT_CLIENT_ID, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("host", Self::VT_HOST, false)?
+     .visit_field::<i32>("member_epoch", Self::VT_MEMBER_EPOCH, false)?
+     .visit_field::<u32>("session_timeout_ms", Self::VT_SESSION_TIMEOUT_MS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("topics", Self::VT_TOPICS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TopicPartitions>>>>("assignment", Self::VT_ASSIGNMENT, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<TopicPartitions>>>>("revoking", Self::VT_REVOKING, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberDescriptionArgs<'a> {
+    pub member_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub client_id: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub host: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub member_epoch: i32,
+    pub session_timeout_ms: u32,
+    pub topics: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub assignment: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>>>,
+    pub revoking: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<TopicPartitions<'a>>>>>,
+}
+impl<'a> Default for MemberDescriptionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberDescriptionArgs {
+      member_id: None,
+      client_id: None,
+      host: None,
+      member_epoch: 0,
+      session_timeout_ms: 0,
+      topics: None,
+      assignment: None,
+      revoking: None,
+    }
+  }
+}
+
+pub struct MemberDescriptionBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> MemberDescriptionBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(MemberDescription::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn add_client_id(&mut self, client_id: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(MemberDescription::VT_CLIENT_ID, client_id);
+  }
+  #[inline]
+  pub fn add_host(&mut self, host: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(MemberDescription::VT_HOST, host);
+  }
+  #[inline]
+  pub fn add_member_epoch(&mut self, member_epoch: i32) {
+    self.fbb_.push_slot::<i32>(MemberDescription::VT_MEMBER_EPOCH, member_epoch, 0);
+  }
+  #[inline]
+  pub fn add_session_timeout_ms(&mut self, session_timeout_ms: u32) {
+    self.fbb_.push_slot::<u32>(MemberDescription::VT_SESSION_TIMEOUT_MS, session_timeout_ms, 0);
+  }
+  #[inline]
+  pub fn add_topics(&mut self, topics: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(MemberDescription::VT_TOPICS, topics);
+  }
+  #[inline]
+  pub fn add_assignment(&mut self, assignment: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<TopicPartitions<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(MemberDescription::VT_ASSIGNMENT, assignment);
+  }
+  #[inline]
+  pub fn add_revoking(&mut self, revoking: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<TopicPartitions<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(MemberDescription::VT_REVOKING, revoking);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> MemberDescriptionBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    MemberDescriptionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<MemberDescription<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for MemberDescription<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("MemberDescription");
+      ds.field("member_id", &self.member_id());
+      ds.field("client_id", &self.client_id());
+      ds.field("host", &self.host());
+      ds.field("member_epoch", &self.member_epoch());
+      ds.field("session_timeout_ms", &self.session_timeout_ms());
+      ds.field("topics", &self.topics());
+      ds.field("assignment", &self.assignment());
+      ds.field("revoking", &self.revoking());
+      ds.finish()
+  }
+}
+pub enum PartitionLagOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A committed offset and how far behind the log end it is.
+pub struct PartitionLag<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for PartitionLag<'a> {
+  type Inner = PartitionLag<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> PartitionLag<'a> {
+  pub const VT_TOPIC: flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: flatbuffers::VOffsetT = 6;
+  pub const VT_COMMITTED: flatbuffers::VOffsetT = 8;
+  pub const VT_METADATA: flatbuffers::VOffsetT = 10;
+  pub const VT_HIGH_WATERMARK: flatbuffers::VOffsetT = 12;
+  pub const VT_LAG: flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    PartitionLag { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args PartitionLagArgs<'args>
+  ) -> flatbuffers::WIPOffset<PartitionLag<'bldr>> {
+    let mut builder = PartitionLagBuilder::new(_fbb);
+    builder.add_lag(args.lag);
+    builder.add_high_watermark(args.high_watermark);
+    builder.add_committed(args.committed);
+    if let Some(x) = args.metadata { builder.add_metadata(x); }
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(PartitionLag::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PartitionLag::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn committed(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(PartitionLag::VT_COMMITTED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn metadata(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(PartitionLag::VT_METADATA, None)}
+  }
+  /// -1 when the partition's log is gone or did not answer.
+  #[inline]
+  pub fn high_watermark(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(PartitionLag::VT_HIGH_WATERMARK, Some(-1)).unwrap()}
+  }
+  /// `high_watermark - committed`; meaningful only when `high_watermark` is known (it may be
+  /// negative, even -1, when the commit lies past the log end).
+  #[inline]
+  pub fn lag(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(PartitionLag::VT_LAG, Some(-1)).unwrap()}
+  }
+}
+
+impl flatbuffers::Verifiable for PartitionLag<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<u32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<i64>("committed", Self::VT_COMMITTED, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("metadata", Self::VT_METADATA, false)?
+     .visit_field::<i64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
+     .visit_field::<i64>("lag", Self::VT_LAG, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PartitionLagArgs<'a> {
+    pub topic: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub partition: u32,
+    pub committed: i64,
+    pub metadata: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub high_watermark: i64,
+    pub lag: i64,
+}
+impl<'a> Default for PartitionLagArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PartitionLagArgs {
+      topic: None,
+      partition: 0,
+      committed: 0,
+      metadata: None,
+      high_watermark: -1,
+      lag: -1,
+    }
+  }
+}
+
+pub struct PartitionLagBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> PartitionLagBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionLag::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u32) {
+    self.fbb_.push_slot::<u32>(PartitionLag::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_committed(&mut self, committed: i64) {
+    self.fbb_.push_slot::<i64>(PartitionLag::VT_COMMITTED, committed, 0);
+  }
+  #[inline]
+  pub fn add_metadata(&mut self, metadata: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(PartitionLag::VT_METADATA, metadata);
+  }
+  #[inline]
+  pub fn add_high_watermark(&mut self, high_watermark: i64) {
+    self.fbb_.push_slot::<i64>(PartitionLag::VT_HIGH_WATERMARK, high_watermark, -1);
+  }
+  #[inline]
+  pub fn add_lag(&mut self, lag: i64) {
+    self.fbb_.push_slot::<i64>(PartitionLag::VT_LAG, lag, -1);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> PartitionLagBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    PartitionLagBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<PartitionLag<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for PartitionLag<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("PartitionLag");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("committed", &self.committed());
+      ds.field("metadata", &self.metadata());
+      ds.field("high_watermark", &self.high_watermark());
+      ds.field("lag", &self.lag());
+      ds.finish()
+  }
+}
+pub enum DescribeGroupResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DescribeGroupResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DescribeGroupResponse<'a> {
+  type Inner = DescribeGroupResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DescribeGroupResponse<'a> {
+  pub const VT_GROUP: flatbuffers::VOffsetT = 4;
+  pub const VT_STATE: flatbuffers::VOffsetT = 6;
+  pub const VT_GROUP_EPOCH: flatbuffers::VOffsetT = 8;
+  pub const VT_ASSIGNMENT_EPOCH: flatbuffers::VOffsetT = 10;
+  pub const VT_ASSIGNOR: flatbuffers::VOffsetT = 12;
+  pub const VT_MEMBERS: flatbuffers::VOffsetT = 14;
+  pub const VT_OFFSETS: flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DescribeGroupResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DescribeGroupResponseArgs<'args>
+  ) -> flatbuffers::WIPOffset<DescribeGroupResponse<'bldr>> {
+    let mut builder = DescribeGroupResponseBuilder::new(_fbb);
+    if let Some(x) = args.offsets { builder.add_offsets(x); }
+    if let Some(x) = args.members { builder.add_members(x); }
+    if let Some(x) = args.assignor { builder.add_assignor(x); }
+    builder.add_assignment_epoch(args.assignment_epoch);
+    builder.add_group_epoch(args.group_epoch);
+    if let Some(x) = args.group { builder.add_group(x); }
+    builder.add_state(args.state);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(DescribeGroupResponse::VT_GROUP, None)}
+  }
+  #[inline]
+  pub fn state(&self) -> GroupState {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<GroupState>(DescribeGroupResponse::VT_STATE, Some(GroupState::Empty)).unwrap()}
+  }
+  #[inline]
+  pub fn group_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(DescribeGroupResponse::VT_GROUP_EPOCH, Some(0)).unwrap()}
+  }
+  /// The group epoch the current target assignment was computed at.
+  #[inline]
+  pub fn assignment_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(DescribeGroupResponse::VT_ASSIGNMENT_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn assignor(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(DescribeGroupResponse::VT_ASSIGNOR, None)}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<MemberDescription<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<MemberDescription>>>>(DescribeGroupResponse::VT_MEMBERS, None)}
+  }
+  #[inline]
+  pub fn offsets(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionLag<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionLag>>>>(DescribeGroupResponse::VT_OFFSETS, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DescribeGroupResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group", Self::VT_GROUP, false)?
+     .visit_field::<GroupState>("state", Self::VT_STATE, false)?
+     .visit_field::<i32>("group_epoch", Self::VT_GROUP_EPOCH, false)?
+     .visit_field::<i32>("assignment_epoch", Self::VT_ASSIGNMENT_EPOCH, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("assignor", Self::VT_ASSIGNOR, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<MemberDescription>>>>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<PartitionLag>>>>("offsets", Self::VT_OFFSETS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescribeGroupResponseArgs<'a> {
+    pub group: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub state: GroupState,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: Option<flatbuffers::WIPOffset<&'a str>>,
+    pub members: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<MemberDescription<'a>>>>>,
+    pub offsets: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<PartitionLag<'a>>>>>,
+}
+impl<'a> Default for DescribeGroupResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DescribeGroupResponseArgs {
+      group: None,
+      state: GroupState::Empty,
+      group_epoch: 0,
+      assignment_epoch: 0,
+      assignor: None,
+      members: None,
+      offsets: None,
+    }
+  }
+}
+
+pub struct DescribeGroupResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DescribeGroupResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group(&mut self, group: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeGroupResponse::VT_GROUP, group);
+  }
+  #[inline]
+  pub fn add_state(&mut self, state: GroupState) {
+    self.fbb_.push_slot::<GroupState>(DescribeGroupResponse::VT_STATE, state, GroupState::Empty);
+  }
+  #[inline]
+  pub fn add_group_epoch(&mut self, group_epoch: i32) {
+    self.fbb_.push_slot::<i32>(DescribeGroupResponse::VT_GROUP_EPOCH, group_epoch, 0);
+  }
+  #[inline]
+  pub fn add_assignment_epoch(&mut self, assignment_epoch: i32) {
+    self.fbb_.push_slot::<i32>(DescribeGroupResponse::VT_ASSIGNMENT_EPOCH, assignment_epoch, 0);
+  }
+  #[inline]
+  pub fn add_assignor(&mut self, assignor: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeGroupResponse::VT_ASSIGNOR, assignor);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<MemberDescription<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeGroupResponse::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn add_offsets(&mut self, offsets: flatbuffers::WIPOffset<flatbuffers::Vector<'b , flatbuffers::ForwardsUOffset<PartitionLag<'b >>>>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DescribeGroupResponse::VT_OFFSETS, offsets);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DescribeGroupResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DescribeGroupResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DescribeGroupResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DescribeGroupResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DescribeGroupResponse");
+      ds.field("group", &self.group());
+      ds.field("state", &self.state());
+      ds.field("group_epoch", &self.group_epoch());
+      ds.field("assignment_epoch", &self.assignment_epoch());
+      ds.field("assignor", &self.assignor());
+      ds.field("members", &self.members());
+      ds.field("offsets", &self.offsets());
+      ds.finish()
+  }
+}
+pub enum DeleteGroupRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Deletes a group without members and its committed offsets.
+pub struct DeleteGroupRequest<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DeleteGroupRequest<'a> {
+  type Inner = DeleteGroupRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DeleteGroupRequest<'a> {
+  pub const VT_GROUP: flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DeleteGroupRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    args: &'args DeleteGroupRequestArgs<'args>
+  ) -> flatbuffers::WIPOffset<DeleteGroupRequest<'bldr>> {
+    let mut builder = DeleteGroupRequestBuilder::new(_fbb);
+    if let Some(x) = args.group { builder.add_group(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(DeleteGroupRequest::VT_GROUP, None)}
+  }
+}
+
+impl flatbuffers::Verifiable for DeleteGroupRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("group", Self::VT_GROUP, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteGroupRequestArgs<'a> {
+    pub group: Option<flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for DeleteGroupRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeleteGroupRequestArgs {
+      group: None,
+    }
+  }
+}
+
+pub struct DeleteGroupRequestBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DeleteGroupRequestBuilder<'a, 'b> {
+  #[inline]
+  pub fn add_group(&mut self, group: flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DeleteGroupRequest::VT_GROUP, group);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DeleteGroupRequestBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DeleteGroupRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DeleteGroupRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DeleteGroupRequest<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteGroupRequest");
+      ds.field("group", &self.group());
+      ds.finish()
+  }
+}
+pub enum DeleteGroupResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DeleteGroupResponse<'a> {
+  pub _tab: flatbuffers::Table<'a>,
+}
+
+impl<'a> flatbuffers::Follow<'a> for DeleteGroupResponse<'a> {
+  type Inner = DeleteGroupResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: flatbuffers::Table::new(buf, loc) }
+  }
+}
+
+impl<'a> DeleteGroupResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+    DeleteGroupResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+    _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+    _args: &'args DeleteGroupResponseArgs
+  ) -> flatbuffers::WIPOffset<DeleteGroupResponse<'bldr>> {
+    let mut builder = DeleteGroupResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl flatbuffers::Verifiable for DeleteGroupResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut flatbuffers::Verifier, pos: usize
+  ) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+    use self::flatbuffers::Verifiable;
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeleteGroupResponseArgs {
+}
+impl<'a> Default for DeleteGroupResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    DeleteGroupResponseArgs {
+    }
+  }
+}
+
+pub struct DeleteGroupResponseBuilder<'a: 'b, 'b> {
+  fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+  start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b> DeleteGroupResponseBuilder<'a, 'b> {
+  #[inline]
+  pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DeleteGroupResponseBuilder<'a, 'b> {
+    let start = _fbb.start_table();
+    DeleteGroupResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> flatbuffers::WIPOffset<DeleteGroupResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl core::fmt::Debug for DeleteGroupResponse<'_> {
+  fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+    let mut ds = f.debug_struct("DeleteGroupResponse");
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3474,6 +6292,96 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_group_heartbeat_request(&self) -> Option<GroupHeartbeatRequest<'a>> {
+    if self.body_type() == RequestBody::GroupHeartbeatRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GroupHeartbeatRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_offset_commit_request(&self) -> Option<OffsetCommitRequest<'a>> {
+    if self.body_type() == RequestBody::OffsetCommitRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { OffsetCommitRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_offset_fetch_request(&self) -> Option<OffsetFetchRequest<'a>> {
+    if self.body_type() == RequestBody::OffsetFetchRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { OffsetFetchRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_groups_request(&self) -> Option<ListGroupsRequest<'a>> {
+    if self.body_type() == RequestBody::ListGroupsRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListGroupsRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_describe_group_request(&self) -> Option<DescribeGroupRequest<'a>> {
+    if self.body_type() == RequestBody::DescribeGroupRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescribeGroupRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_delete_group_request(&self) -> Option<DeleteGroupRequest<'a>> {
+    if self.body_type() == RequestBody::DeleteGroupRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteGroupRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Request<'_> {
@@ -3495,6 +6403,12 @@ impl flatbuffers::Verifiable for Request<'_> {
           RequestBody::ProduceRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ProduceRequest>>("RequestBody::ProduceRequest", pos),
           RequestBody::FetchRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<FetchRequest>>("RequestBody::FetchRequest", pos),
           RequestBody::ListOffsetsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListOffsetsRequest>>("RequestBody::ListOffsetsRequest", pos),
+          RequestBody::GroupHeartbeatRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GroupHeartbeatRequest>>("RequestBody::GroupHeartbeatRequest", pos),
+          RequestBody::OffsetCommitRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<OffsetCommitRequest>>("RequestBody::OffsetCommitRequest", pos),
+          RequestBody::OffsetFetchRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<OffsetFetchRequest>>("RequestBody::OffsetFetchRequest", pos),
+          RequestBody::ListGroupsRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListGroupsRequest>>("RequestBody::ListGroupsRequest", pos),
+          RequestBody::DescribeGroupRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DescribeGroupRequest>>("RequestBody::DescribeGroupRequest", pos),
+          RequestBody::DeleteGroupRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteGroupRequest>>("RequestBody::DeleteGroupRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -3614,6 +6528,48 @@ impl core::fmt::Debug for Request<'_> {
         },
         RequestBody::ListOffsetsRequest => {
           if let Some(x) = self.body_as_list_offsets_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::GroupHeartbeatRequest => {
+          if let Some(x) = self.body_as_group_heartbeat_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::OffsetCommitRequest => {
+          if let Some(x) = self.body_as_offset_commit_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::OffsetFetchRequest => {
+          if let Some(x) = self.body_as_offset_fetch_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::ListGroupsRequest => {
+          if let Some(x) = self.body_as_list_groups_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DescribeGroupRequest => {
+          if let Some(x) = self.body_as_describe_group_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::DeleteGroupRequest => {
+          if let Some(x) = self.body_as_delete_group_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -3808,6 +6764,96 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_group_heartbeat_response(&self) -> Option<GroupHeartbeatResponse<'a>> {
+    if self.body_type() == ResponseBody::GroupHeartbeatResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { GroupHeartbeatResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_offset_commit_response(&self) -> Option<OffsetCommitResponse<'a>> {
+    if self.body_type() == ResponseBody::OffsetCommitResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { OffsetCommitResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_offset_fetch_response(&self) -> Option<OffsetFetchResponse<'a>> {
+    if self.body_type() == ResponseBody::OffsetFetchResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { OffsetFetchResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_groups_response(&self) -> Option<ListGroupsResponse<'a>> {
+    if self.body_type() == ResponseBody::ListGroupsResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListGroupsResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_describe_group_response(&self) -> Option<DescribeGroupResponse<'a>> {
+    if self.body_type() == ResponseBody::DescribeGroupResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescribeGroupResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_delete_group_response(&self) -> Option<DeleteGroupResponse<'a>> {
+    if self.body_type() == ResponseBody::DeleteGroupResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeleteGroupResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl flatbuffers::Verifiable for Response<'_> {
@@ -3829,6 +6875,12 @@ impl flatbuffers::Verifiable for Response<'_> {
           ResponseBody::ProduceResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ProduceResponse>>("ResponseBody::ProduceResponse", pos),
           ResponseBody::FetchResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<FetchResponse>>("ResponseBody::FetchResponse", pos),
           ResponseBody::ListOffsetsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListOffsetsResponse>>("ResponseBody::ListOffsetsResponse", pos),
+          ResponseBody::GroupHeartbeatResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GroupHeartbeatResponse>>("ResponseBody::GroupHeartbeatResponse", pos),
+          ResponseBody::OffsetCommitResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<OffsetCommitResponse>>("ResponseBody::OffsetCommitResponse", pos),
+          ResponseBody::OffsetFetchResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<OffsetFetchResponse>>("ResponseBody::OffsetFetchResponse", pos),
+          ResponseBody::ListGroupsResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<ListGroupsResponse>>("ResponseBody::ListGroupsResponse", pos),
+          ResponseBody::DescribeGroupResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DescribeGroupResponse>>("ResponseBody::DescribeGroupResponse", pos),
+          ResponseBody::DeleteGroupResponse => v.verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteGroupResponse>>("ResponseBody::DeleteGroupResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -3948,6 +7000,48 @@ impl core::fmt::Debug for Response<'_> {
         },
         ResponseBody::ListOffsetsResponse => {
           if let Some(x) = self.body_as_list_offsets_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::GroupHeartbeatResponse => {
+          if let Some(x) = self.body_as_group_heartbeat_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::OffsetCommitResponse => {
+          if let Some(x) = self.body_as_offset_commit_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::OffsetFetchResponse => {
+          if let Some(x) = self.body_as_offset_fetch_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::ListGroupsResponse => {
+          if let Some(x) = self.body_as_list_groups_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::DescribeGroupResponse => {
+          if let Some(x) = self.body_as_describe_group_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::DeleteGroupResponse => {
+          if let Some(x) = self.body_as_delete_group_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

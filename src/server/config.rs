@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::coordinator::{GroupConfig, DEFAULT_COMPACT_BYTES};
 use crate::protocol::DEFAULT_MAX_FRAME_BYTES;
 use crate::storage::{FsyncPolicy, LogConfig, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 
@@ -25,7 +26,9 @@ pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(60);
     after_help = "Examples:\n  strata broker\n  strata broker --data-dir /var/lib/strata --listen 0.0.0.0:9700 --fsync interval=5\n  strata broker --config /etc/strata/broker.toml --shards 2\n\n\
 Shard s also listens on port + 1 + s (shard-aware clients connect there directly).\n\
 The config file takes the same settings with underscores: data_dir, listen, shards,\n\
-coordinator_core, fsync, max_frame_bytes, segment_bytes, retention_bytes, retention_ms."
+coordinator_core, fsync, max_frame_bytes, segment_bytes, retention_bytes, retention_ms,\n\
+group_min_session_timeout_ms, group_max_session_timeout_ms, group_heartbeat_interval_ms,\n\
+group_rebalance_timeout_ms, group_offsets_compact_bytes."
 )]
 pub struct BrokerArgs {
     /// TOML file with the same settings as the flags.
@@ -58,6 +61,21 @@ pub struct BrokerArgs {
     /// Default age limit of records for new topics [default: 7 days].
     #[arg(long, value_name = "MS")]
     pub retention_ms: Option<u64>,
+    /// Shortest session timeout a consumer-group member may ask for [default: 500].
+    #[arg(long, value_name = "MS")]
+    pub group_min_session_timeout_ms: Option<u32>,
+    /// Longest session timeout a consumer-group member may ask for [default: 300000].
+    #[arg(long, value_name = "MS")]
+    pub group_max_session_timeout_ms: Option<u32>,
+    /// How often group members heartbeat (at most a third of their session timeout) [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub group_heartbeat_interval_ms: Option<u32>,
+    /// How long a member may take to release revoked partitions before it is removed [default: 60000].
+    #[arg(long, value_name = "MS")]
+    pub group_rebalance_timeout_ms: Option<u32>,
+    /// Compact the committed-offsets log after this many bytes of commits [default: 64 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub group_offsets_compact_bytes: Option<u64>,
 }
 
 /// The config file: the same settings as the flags.
@@ -73,6 +91,11 @@ struct FileConfig {
     segment_bytes: Option<u64>,
     retention_bytes: Option<u64>,
     retention_ms: Option<u64>,
+    group_min_session_timeout_ms: Option<u32>,
+    group_max_session_timeout_ms: Option<u32>,
+    group_heartbeat_interval_ms: Option<u32>,
+    group_rebalance_timeout_ms: Option<u32>,
+    group_offsets_compact_bytes: Option<u64>,
 }
 
 /// Resolved broker settings. Invariant (checked by `resolve`): every shard port fits in u16,
@@ -89,6 +112,10 @@ pub struct BrokerConfig {
     pub segment_bytes: u64,
     pub retention_bytes: Option<u64>,
     pub retention_ms: Option<u64>,
+    /// Consumer-group settings of the coordinator.
+    pub groups: GroupConfig,
+    /// Compact the offsets log after this many bytes appended.
+    pub offsets_compact_bytes: u64,
 }
 
 impl BrokerConfig {
@@ -193,6 +220,33 @@ impl BrokerConfig {
                 "--segment-bytes {segment_bytes} out of range {MIN_SEGMENT_BYTES}..={MAX_SEGMENT_BYTES}"
             ));
         }
+        let group_defaults = GroupConfig::default();
+        let groups = GroupConfig {
+            min_session_timeout_ms: args
+                .group_min_session_timeout_ms
+                .or(file.group_min_session_timeout_ms)
+                .unwrap_or(group_defaults.min_session_timeout_ms),
+            max_session_timeout_ms: args
+                .group_max_session_timeout_ms
+                .or(file.group_max_session_timeout_ms)
+                .unwrap_or(group_defaults.max_session_timeout_ms),
+            heartbeat_interval_ms: args
+                .group_heartbeat_interval_ms
+                .or(file.group_heartbeat_interval_ms)
+                .unwrap_or(group_defaults.heartbeat_interval_ms),
+            rebalance_timeout_ms: args
+                .group_rebalance_timeout_ms
+                .or(file.group_rebalance_timeout_ms)
+                .unwrap_or(group_defaults.rebalance_timeout_ms),
+        };
+        groups.validate()?;
+        let offsets_compact_bytes = args
+            .group_offsets_compact_bytes
+            .or(file.group_offsets_compact_bytes)
+            .unwrap_or(DEFAULT_COMPACT_BYTES);
+        if offsets_compact_bytes == 0 {
+            return Err("--group-offsets-compact-bytes must be at least 1".into());
+        }
         Ok(BrokerConfig {
             data_dir,
             listen,
@@ -206,6 +260,8 @@ impl BrokerConfig {
                 .retention_ms
                 .or(file.retention_ms)
                 .or(defaults.retention_ms),
+            groups,
+            offsets_compact_bytes,
         })
     }
 

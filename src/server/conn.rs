@@ -2,10 +2,13 @@
 //! out in request order. A malformed or oversized frame gets an error response and closes this
 //! connection only.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+use futures::channel::oneshot;
 use futures::future::{select, Either};
 use futures::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use glommio::channels::local_channel::{self, LocalReceiver};
@@ -13,6 +16,7 @@ use glommio::net::TcpStream;
 use glommio::Task;
 use tracing::debug;
 
+use crate::coordinator::ClientInfo;
 use crate::protocol::{
     Acks, ApiKey, ApiVersionRange, ErrorCode, Frame, FrameDecoder, FrameError, MetadataResponse,
     PartitionMetadata, Request, RequestBody, Response, ResponseBody, ShardEndpoint, TopicMetadata,
@@ -77,7 +81,7 @@ pub async fn serve(shard: Rc<DataShard>, stream: TcpStream) {
     'conn: loop {
         loop {
             let next = match decoder.decode(&mut buf) {
-                Ok(Some(Frame { header, payload })) => dispatch(&shard, header, payload),
+                Ok(Some(Frame { header, payload })) => dispatch(&shard, peer, header, payload),
                 Ok(None) => break,
                 Err(e) => {
                     let code = match e {
@@ -122,7 +126,12 @@ pub async fn serve(shard: Rc<DataShard>, stream: TcpStream) {
 }
 
 /// Starts the work of one request; the bool says the connection must close after it.
-fn dispatch(shard: &Rc<DataShard>, header: Bytes, payload: BytesMut) -> (Task<Reply>, bool) {
+fn dispatch(
+    shard: &Rc<DataShard>,
+    peer: Option<SocketAddr>,
+    header: Bytes,
+    payload: BytesMut,
+) -> (Task<Reply>, bool) {
     let req = match Request::decode(&header) {
         Ok(r) => r,
         Err(e) => {
@@ -156,17 +165,24 @@ fn dispatch(shard: &Rc<DataShard>, header: Bytes, payload: BytesMut) -> (Task<Re
         }
         body @ (RequestBody::CreateTopics { .. } | RequestBody::DeleteTopics { .. }) => {
             work(cid, false, async move {
-                let (tx, rx) = futures::channel::oneshot::channel();
-                shard
-                    .to_coordinator(ShardMsg::Admin { body, reply: tx })
-                    .await?;
-                rx.await.unwrap_or_else(|_| {
-                    Err(OpError::new(
-                        ErrorCode::ShuttingDown,
-                        "the coordinator is stopping",
-                    ))
-                })
+                ask_coordinator(&shard, |reply| ShardMsg::Admin { body, reply }).await
             })
+        }
+        body @ (RequestBody::GroupHeartbeat(_)
+        | RequestBody::OffsetCommit(_)
+        | RequestBody::OffsetFetch(_)
+        | RequestBody::ListGroups
+        | RequestBody::DescribeGroup { .. }
+        | RequestBody::DeleteGroup { .. }) => {
+            let client = ClientInfo {
+                client_id: req.client_id.unwrap_or_default(),
+                host: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+            };
+            work(
+                cid,
+                false,
+                async move { group_op(&shard, body, client).await },
+            )
         }
         RequestBody::Produce(p) => {
             let silent = p.acks == Acks::None;
@@ -194,6 +210,43 @@ fn dispatch(shard: &Rc<DataShard>, header: Bytes, payload: BytesMut) -> (Task<Re
         }),
     };
     (task, false)
+}
+
+/// Sends a consumer-group request to the coordinator. DescribeGroup first gathers every
+/// partition's log end here (for the lag), so the coordinator never waits on a data shard.
+async fn group_op(shard: &Rc<DataShard>, body: RequestBody, client: ClientInfo) -> OpResult {
+    let high_watermarks = if matches!(body, RequestBody::DescribeGroup { .. }) {
+        shard
+            .all_stats()
+            .await
+            .into_iter()
+            .map(|(key, stat)| (key, stat.high_watermark))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    ask_coordinator(shard, |reply| ShardMsg::Group {
+        body,
+        client,
+        high_watermarks,
+        reply,
+    })
+    .await
+}
+
+/// Sends `msg` to the coordinator and waits for its answer.
+async fn ask_coordinator(
+    shard: &Rc<DataShard>,
+    msg: impl FnOnce(oneshot::Sender<OpResult>) -> ShardMsg,
+) -> OpResult {
+    let (tx, rx) = oneshot::channel();
+    shard.to_coordinator(msg(tx)).await?;
+    rx.await.unwrap_or_else(|_| {
+        Err(OpError::new(
+            ErrorCode::ShuttingDown,
+            "the coordinator is stopping",
+        ))
+    })
 }
 
 fn work(

@@ -2,6 +2,8 @@
 //! a time, persists the catalog atomically, and makes every data shard apply it before
 //! answering — so once a client hears "created", every shard serves the new topic.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use crate::protocol::{ErrorCode, RequestBody, ResponseBody, TopicResult, TopicSp
 use crate::shard::ShardContext;
 
 use super::config::BrokerConfig;
+use super::groups::{self, GroupRequest};
 use super::msg::{Answer, OpError, OpResult, ShardMsg};
 use super::Ready;
 
@@ -40,25 +43,59 @@ pub async fn run(
     broadcast(&senders, shard_count, &catalog)
         .await
         .map_err(|e| format!("coordinator: {e}"))?;
+    let loaded_groups = groups::open(
+        &config.data_dir,
+        config.groups.clone(),
+        config.offsets_compact_bytes,
+    )
+    .await?;
     let _ = ready.send(Ready::Coordinator {
         topics: catalog.len(),
     });
 
-    // Admin requests from every shard funnel into one queue: they apply strictly one at a time.
+    // Topic admin requests from every shard funnel into one queue and apply strictly one at a
+    // time; group requests go to the group service, which never waits on a data shard.
+    let shared_catalog = Rc::new(RefCell::new(catalog.clone()));
     let (queue_tx, queue_rx) = local_channel::new_unbounded::<ShardMsg>();
-    let queue_tx = std::rc::Rc::new(queue_tx);
+    let queue_tx = Rc::new(queue_tx);
+    let (group_tx, group_rx) = groups::channel();
+    let group_tx = Rc::new(group_tx);
+    let group_service = glommio::spawn_local(groups::serve(
+        loaded_groups,
+        shared_catalog.clone(),
+        group_rx,
+        shutdown.clone(),
+    ));
     for (_, stream) in receivers.streams() {
         let queue_tx = queue_tx.clone();
+        let group_tx = group_tx.clone();
         glommio::spawn_local(async move {
             let mut stream = stream;
             while let Some(msg) = stream.next().await {
-                if queue_tx.try_send(msg).is_err() {
+                let sent = match msg {
+                    ShardMsg::Group {
+                        body,
+                        client,
+                        high_watermarks,
+                        reply,
+                    } => group_tx
+                        .try_send(GroupRequest {
+                            body,
+                            client,
+                            high_watermarks,
+                            reply,
+                        })
+                        .is_ok(),
+                    other => queue_tx.try_send(other).is_ok(),
+                };
+                if !sent {
                     break;
                 }
             }
         })
         .detach();
     }
+    drop(group_tx);
     loop {
         let msg = match select(Box::pin(queue_rx.recv()), Box::pin(shutdown.wait())).await {
             Either::Left((Some(msg), _)) => msg,
@@ -67,6 +104,7 @@ pub async fn run(
         match msg {
             ShardMsg::Admin { body, reply } => {
                 let res = admin(&store, &senders, shard_count, &config, &mut catalog, body).await;
+                *shared_catalog.borrow_mut() = catalog.clone();
                 let _ = reply.send(res);
             }
             ShardMsg::Partition { reply, .. } => {
@@ -81,8 +119,10 @@ pub async fn run(
             ShardMsg::Catalog { reply, .. } => {
                 let _ = reply.send(Err("catalog sent to the coordinator".into()));
             }
+            ShardMsg::Group { .. } => unreachable!("group requests go to the group service"),
         }
     }
+    group_service.await?;
     info!("coordinator stopped");
     Ok(())
 }

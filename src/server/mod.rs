@@ -6,6 +6,7 @@ pub mod config;
 mod conn;
 mod coordinator;
 mod errors;
+mod groups;
 mod msg;
 mod shard;
 

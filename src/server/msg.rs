@@ -1,11 +1,13 @@
 //! What crosses a core boundary: messages on the shard mesh. Everything here is `Send`; record
 //! bytes travel as `Bytes`/`BytesMut` (reference-counted, never copied).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 
+use crate::coordinator::ClientInfo;
 use crate::metadata::Catalog;
 use crate::protocol::{ErrorCode, FetchRequest, OffsetSpec, RequestBody, ResponseBody};
 
@@ -86,6 +88,15 @@ pub enum ShardMsg {
     /// A data shard → the coordinator: CreateTopics or DeleteTopics.
     Admin {
         body: RequestBody,
+        reply: oneshot::Sender<OpResult>,
+    },
+    /// A data shard → the coordinator: a consumer-group request. `high_watermarks` holds the
+    /// log end of every partition for DescribeGroup (gathered by the receiving shard, so the
+    /// coordinator never waits on data shards), and is empty otherwise.
+    Group {
+        body: RequestBody,
+        client: ClientInfo,
+        high_watermarks: HashMap<(String, u32), i64>,
         reply: oneshot::Sender<OpResult>,
     },
 }

@@ -339,10 +339,10 @@ impl DataShard {
             ShardMsg::Catalog { catalog, reply } => {
                 let _ = reply.send(self.apply_catalog(catalog).await);
             }
-            ShardMsg::Admin { reply, .. } => {
+            ShardMsg::Admin { reply, .. } | ShardMsg::Group { reply, .. } => {
                 let _ = reply.send(Err(OpError::new(
                     ErrorCode::Unknown,
-                    "admin request sent to a data shard",
+                    "coordinator request sent to a data shard",
                 )));
             }
         }

@@ -692,14 +692,24 @@ impl PartitionLog {
             }
             st.segments.drain(..n).collect()
         };
-        let mut out = RetentionOutcome::default();
-        for seg in doomed {
-            seg.remove_files()?;
-            info!(segment = %seg.path.display(), bytes = seg.size, "retention deleted segment");
-            out.segments_deleted += 1;
-            out.bytes_deleted += seg.size;
-        }
-        Ok(out)
+        remove_segments(doomed, "retention")
+    }
+
+    /// Deletes the closed segments that hold only offsets below `offset`: the log's start moved
+    /// forward (the coordinator's offsets log does this after writing a compacted snapshot).
+    /// Never the active segment.
+    pub fn delete_segments_before(&self, offset: i64) -> Result<RetentionOutcome> {
+        let doomed: Vec<Segment> = {
+            let mut st = self.inner.state.borrow_mut();
+            let n = st
+                .segments
+                .windows(2)
+                .take_while(|pair| pair[1].base <= offset)
+                .count();
+            debug_assert!(n < st.segments.len(), "the active segment is never deleted");
+            st.segments.drain(..n).collect()
+        };
+        remove_segments(doomed, "log start moved")
     }
 
     /// Rolls to a new segment if this batch would overflow the active one (by size or offset
@@ -1157,6 +1167,18 @@ fn schedule_interval_sync(inner: &Rc<Inner>, every: std::time::Duration) {
 /// Drops everything past the mark of `to` after a failed write or sync: the tail, index entries
 /// and cached batches go, every waiter fails with `err`, and the file is cut after the mark so no
 /// half-written bytes stay on disk.
+/// Removes the files of segments already taken out of the log's state.
+fn remove_segments(doomed: Vec<Segment>, why: &str) -> Result<RetentionOutcome> {
+    let mut out = RetentionOutcome::default();
+    for seg in doomed {
+        seg.remove_files()?;
+        info!(segment = %seg.path.display(), bytes = seg.size, "{why}: deleted segment");
+        out.segments_deleted += 1;
+        out.bytes_deleted += seg.size;
+    }
+    Ok(out)
+}
+
 async fn rollback(inner: &Rc<Inner>, to: Level, err: &StorageError) {
     drain_rounds(inner).await;
     let (file, path, cut) = {
