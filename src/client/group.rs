@@ -517,21 +517,11 @@ impl Heartbeater {
 }
 
 fn to_wire(partitions: &BTreeSet<Tp>) -> Vec<TopicPartitions> {
-    let mut out: Vec<TopicPartitions> = Vec::new();
-    for (topic, partition) in partitions {
-        match out.last_mut() {
-            Some(last) if &last.topic == topic => last.partitions.push(*partition),
-            _ => out.push(TopicPartitions {
-                topic: topic.clone(),
-                partitions: vec![*partition],
-            }),
-        }
-    }
-    out
+    TopicPartitions::group(partitions.iter().map(|(t, p)| (t.as_str(), *p)))
 }
 
 fn from_wire(list: &[TopicPartitions]) -> BTreeSet<Tp> {
-    list.iter()
-        .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.clone(), p)))
+    TopicPartitions::pairs(list)
+        .map(|(t, p)| (t.to_string(), p))
         .collect()
 }

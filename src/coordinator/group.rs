@@ -43,7 +43,8 @@ pub struct Member {
 
 /// A group's members and assignment. Invariants: `holder[p] == m` exactly when `p` is in
 /// `members[m].assigned ∪ members[m].revoking` (so no partition has two holders);
-/// `assignment_epoch <= epoch`; `target` has an entry for exactly the members.
+/// `assignment_epoch <= epoch`; `target` has an entry for exactly the members;
+/// `subscriptions[t]` counts the members subscribed to `t` (no zero counts).
 #[derive(Debug, Clone)]
 pub struct Group {
     pub name: String,
@@ -57,6 +58,7 @@ pub struct Group {
     /// Partition counts of the subscribed topics when `target` was computed.
     partition_counts: BTreeMap<String, u32>,
     holder: BTreeMap<TopicPartition, String>,
+    subscriptions: BTreeMap<String, usize>,
 }
 
 impl Group {
@@ -70,6 +72,7 @@ impl Group {
             members: BTreeMap::new(),
             partition_counts: BTreeMap::new(),
             holder: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
         }
     }
 
@@ -102,6 +105,7 @@ impl Group {
     /// Adds a member that owns nothing, and bumps the group epoch.
     pub fn add_member(&mut self, member: Member) {
         debug_assert!(member.assigned.is_empty() && member.revoking.is_empty());
+        self.subscribe(&member.topics, 1);
         let previous = self.members.insert(member.id.clone(), member);
         debug_assert!(previous.is_none(), "member added twice");
         self.epoch += 1;
@@ -110,6 +114,7 @@ impl Group {
     /// Removes a member and frees everything it held; bumps the group epoch.
     pub fn remove_member(&mut self, id: &str) -> Option<Member> {
         let member = self.members.remove(id)?;
+        self.subscribe(&member.topics, -1);
         for p in member.assigned.iter().chain(&member.revoking) {
             let was = self.holder.remove(p);
             debug_assert_eq!(was.as_deref(), Some(id));
@@ -119,24 +124,44 @@ impl Group {
         Some(member)
     }
 
-    /// Every subscribed topic of every member.
-    fn subscribed_topics(&self) -> BTreeSet<&str> {
-        self.members
-            .values()
-            .flat_map(|m| m.topics.iter().map(String::as_str))
-            .collect()
+    /// Changes a member's subscription; bumps the group epoch if it changed.
+    pub fn set_topics(&mut self, id: &str, topics: BTreeSet<String>) {
+        let member = self.members.get_mut(id).expect("set_topics of a member");
+        if member.topics == topics {
+            return;
+        }
+        let old = std::mem::replace(&mut member.topics, topics.clone());
+        self.subscribe(&old, -1);
+        self.subscribe(&topics, 1);
+        self.epoch += 1;
+    }
+
+    /// Adds `delta` subscribers to each of `topics`, dropping counts that reach zero.
+    fn subscribe(&mut self, topics: &BTreeSet<String>, delta: isize) {
+        for t in topics {
+            let count = self.subscriptions.entry(t.clone()).or_default();
+            *count = count.checked_add_signed(delta).expect("subscriber count");
+            if *count == 0 {
+                self.subscriptions.remove(t);
+            }
+        }
     }
 
     /// Recomputes the target assignment if the group epoch moved or a subscribed topic's
     /// partition count changed (`partitions` says how many a topic has, `None` if it does not
     /// exist).
     pub fn refresh_target(&mut self, partitions: &dyn Fn(&str) -> Option<u32>) {
-        let counts: BTreeMap<String, u32> = self
-            .subscribed_topics()
-            .into_iter()
-            .filter_map(|t| partitions(t).map(|n| (t.to_string(), n)))
-            .collect();
-        if counts != self.partition_counts {
+        let unchanged = self
+            .subscriptions
+            .keys()
+            .filter_map(|t| partitions(t).map(|n| (t, n)))
+            .eq(self.partition_counts.iter().map(|(t, &n)| (t, n)));
+        if !unchanged {
+            let counts: BTreeMap<String, u32> = self
+                .subscriptions
+                .keys()
+                .filter_map(|t| partitions(t).map(|n| (t.clone(), n)))
+                .collect();
             self.partition_counts = counts;
             self.epoch += 1;
         }
@@ -244,6 +269,13 @@ impl Group {
                 self.holder.len()
             ));
         }
+        let mut subscriptions: BTreeMap<String, usize> = BTreeMap::new();
+        for t in self.members.values().flat_map(|m| &m.topics) {
+            *subscriptions.entry(t.clone()).or_default() += 1;
+        }
+        if subscriptions != self.subscriptions {
+            return Err("subscription counts disagree with the members".into());
+        }
         if self.assignment_epoch > self.epoch {
             return Err("assignment epoch ahead of the group epoch".into());
         }
@@ -251,31 +283,20 @@ impl Group {
     }
 }
 
-/// Groups partitions by topic for the wire, topics and partitions in order.
+/// Partitions by topic for the wire, topics and partitions in order.
 pub fn by_topic<'a>(
     partitions: impl IntoIterator<Item = &'a TopicPartition>,
 ) -> Vec<TopicPartitions> {
-    let mut out: Vec<TopicPartitions> = Vec::new();
-    for p in partitions {
-        match out.last_mut() {
-            Some(last) if last.topic == p.topic => last.partitions.push(p.partition),
-            _ => out.push(TopicPartitions {
-                topic: p.topic.clone(),
-                partitions: vec![p.partition],
-            }),
-        }
-    }
-    out
+    TopicPartitions::group(
+        partitions
+            .into_iter()
+            .map(|p| (p.topic.as_str(), p.partition)),
+    )
 }
 
 /// The set of partitions named by wire `TopicPartitions`.
 pub fn from_wire(list: &[TopicPartitions]) -> BTreeSet<TopicPartition> {
-    list.iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|&partition| TopicPartition {
-                topic: t.topic.clone(),
-                partition,
-            })
-        })
+    TopicPartitions::pairs(list)
+        .map(|(topic, partition)| TopicPartition::new(topic, partition))
         .collect()
 }

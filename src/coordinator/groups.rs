@@ -87,8 +87,9 @@ struct GroupEntry {
     offsets: BTreeMap<TopicPartition, OffsetValue>,
 }
 
-/// All groups. Invariant: every group satisfies `Group::check`; `entries` holds, in order, the
-/// log entries of changes not yet taken by the driver.
+/// All groups. Invariants: every group satisfies `Group::check`; `entries` holds, in order, the
+/// log entries of changes not yet taken by the driver; `earliest_deadline` is at or before every
+/// member's session and revoke deadline.
 #[derive(Debug)]
 pub struct Groups {
     config: GroupConfig,
@@ -97,6 +98,7 @@ pub struct Groups {
     boot_nonce: u64,
     next_member: u64,
     entries: Vec<Entry>,
+    earliest_deadline: u64,
 }
 
 impl Groups {
@@ -108,6 +110,7 @@ impl Groups {
             boot_nonce,
             next_member: 0,
             entries: Vec::new(),
+            earliest_deadline: u64::MAX,
         }
     }
 
@@ -186,6 +189,9 @@ impl Groups {
 
     /// Removes members whose session or rebalance deadline passed. Returns how many.
     pub fn expire(&mut self, now_ms: u64) -> usize {
+        if now_ms < self.earliest_deadline {
+            return 0;
+        }
         let mut removed = 0;
         for e in self.groups.values_mut() {
             let dead: Vec<String> = e
@@ -208,11 +214,16 @@ impl Groups {
             removed += dead.len();
             self.entries.push(group_entry(&e.group));
         }
+        self.earliest_deadline = self.scan_deadlines().unwrap_or(u64::MAX);
         removed
     }
 
-    /// The earliest deadline of any member: when `expire` next has work.
+    /// When `expire` may next have work (never later than the earliest member deadline).
     pub fn next_deadline(&self) -> Option<u64> {
+        (self.earliest_deadline != u64::MAX).then_some(self.earliest_deadline)
+    }
+
+    fn scan_deadlines(&self) -> Option<u64> {
         self.groups
             .values()
             .flat_map(|e| e.group.members.values())
@@ -334,10 +345,7 @@ impl Groups {
             member.session_deadline_ms = now_ms + u64::from(req.session_timeout_ms);
             member.client_id.clone_from(&client.client_id);
             member.host.clone_from(&client.host);
-            if member.topics != topics_wanted {
-                member.topics = topics_wanted;
-                group.epoch += 1;
-            }
+            group.set_topics(&req.member_id, topics_wanted);
             req.member_id.clone()
         };
         group.refresh_target(topics);
@@ -348,7 +356,12 @@ impl Groups {
             from_wire(&req.owned)
         };
         let assignment = group.reconcile(&member_id, &owned, now_ms, rebalance_timeout);
-        let member_epoch = group.members[&member_id].epoch;
+        let member = &group.members[&member_id];
+        let member_epoch = member.epoch;
+        self.earliest_deadline = self
+            .earliest_deadline
+            .min(member.session_deadline_ms)
+            .min(member.revoke_deadline_ms.unwrap_or(u64::MAX));
         if created || group.epoch != epoch_before {
             self.entries.push(group_entry(group));
         }

@@ -19,6 +19,30 @@ pub struct TopicPartitions {
     pub partitions: Vec<u32>,
 }
 
+impl TopicPartitions {
+    /// One entry per topic from `(topic, partition)` pairs sorted by topic (a topic's pairs
+    /// adjacent), partitions in the order given.
+    pub fn group<'a>(pairs: impl IntoIterator<Item = (&'a str, u32)>) -> Vec<TopicPartitions> {
+        let mut out: Vec<TopicPartitions> = Vec::new();
+        for (topic, partition) in pairs {
+            match out.last_mut() {
+                Some(last) if last.topic == topic => last.partitions.push(partition),
+                _ => out.push(TopicPartitions {
+                    topic: topic.to_string(),
+                    partitions: vec![partition],
+                }),
+            }
+        }
+        out
+    }
+
+    /// Every `(topic, partition)` pair of `list`.
+    pub fn pairs(list: &[TopicPartitions]) -> impl Iterator<Item = (&str, u32)> {
+        list.iter()
+            .flat_map(|t| t.partitions.iter().map(move |&p| (t.topic.as_str(), p)))
+    }
+}
+
 /// A member's heartbeat: who it is, what it subscribes to and what it owns right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupHeartbeatRequest {
@@ -168,4 +192,19 @@ pub struct GroupDescription {
     pub assignor: String,
     pub members: Vec<MemberDescription>,
     pub offsets: Vec<PartitionLag>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_group_by_topic_and_back() {
+        let pairs = [("a", 0), ("a", 2), ("b", 1)];
+        let grouped = TopicPartitions::group(pairs);
+        assert_eq!(grouped.len(), 2);
+        assert_eq!(grouped[0].partitions, vec![0, 2]);
+        assert!(TopicPartitions::pairs(&grouped).eq(pairs));
+        assert!(TopicPartitions::group([]).is_empty());
+    }
 }
