@@ -27,6 +27,8 @@ enum Command {
     Produce(strata::cli::produce::ProduceArgs),
     /// Print a topic's records, one per line or formatted.
     Consume(strata::cli::consume::ConsumeArgs),
+    /// Measure throughput and latency against a broker, and the machine's disk and network limits.
+    Bench(strata::cli::bench::BenchArgs),
     /// Append to one partition log, read it back verified, and print what it measured.
     LogDemo(strata::cli::log_demo::LogDemoArgs),
 }
@@ -40,6 +42,7 @@ fn main() {
         Command::Topic(args) => strata::cli::topic::run(args),
         Command::Produce(args) => strata::cli::produce::run(args),
         Command::Consume(args) => strata::cli::consume::run(args),
+        Command::Bench(args) => strata::cli::bench::run(args),
         Command::LogDemo(args) => {
             strata::cli::preflight(1).and_then(|()| strata::cli::log_demo::run(args))
         }

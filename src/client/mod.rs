@@ -13,7 +13,7 @@ pub use connection::{
     into_body, split_batches, Connection, RequestWriter, ResponseReader, CONNECT_TIMEOUT,
     MAX_RESPONSE_FRAME_BYTES,
 };
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, FetchInfo, FetchObserver, SeekTo};
 pub use error::ClientError;
 pub use metadata::{ClusterView, TopicRoute};
 pub use partitioner::{murmur2, partition_for_key, StickyPartitioner};
