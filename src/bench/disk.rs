@@ -179,9 +179,11 @@ async fn open(path: &Path, bytes: u64) -> Result<DmaFile> {
         .dma_open(path)
         .await
         .map_err(|e| io_err("opening", path, e))?;
-    file.pre_allocate(bytes, false)
-        .await
-        .map_err(|e| io_err("preallocating", path, e))?;
+    if bytes > 0 {
+        file.pre_allocate(bytes, false)
+            .await
+            .map_err(|e| io_err("preallocating", path, e))?;
+    }
     Ok(file)
 }
 
