@@ -31,14 +31,13 @@ use std::fmt::Display;
 use std::fs;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use futures::future::try_join_all;
 use hdrhistogram::Histogram;
-use serde_json::Value;
-
+use strata::bench::fio::{self, FioJob, FioReport};
+use strata::bench::report::LatencyUs;
 use strata::preflight::{self, Requirements};
 use strata::record::BatchBuilder;
 use strata::runtime::{run_local, IO_MEMORY_BYTES};
@@ -80,9 +79,9 @@ const READ_FILL_LIMIT: Duration = Duration::from_secs(600);
 /// Size of fio's file in the time-based 4 KiB shapes: large enough never to wrap.
 const FIO_SMALL_FILE_BYTES: u64 = 4 << 30;
 /// fio's engine for queued O_DIRECT I/O (the nearest to strata's io_uring).
-const FIO_QUEUED_ENGINE: &str = "io_uring";
+const FIO_QUEUED_ENGINE: &str = fio::QUEUED_ENGINE;
 /// fio's engine for shapes where each `fdatasync` must follow the writes it covers.
-const FIO_ORDERED_ENGINE: &str = "psync";
+const FIO_ORDERED_ENGINE: &str = fio::ORDERED_ENGINE;
 
 /// Largest latency recorded (ns); longer ones are clamped to it.
 const LATENCY_MAX_NS: u64 = 60_000_000_000;
@@ -164,6 +163,15 @@ struct Latency {
 }
 
 impl Latency {
+    /// The subset printed here of a full percentile set (fio's).
+    fn from_us(l: LatencyUs) -> Latency {
+        Latency {
+            p50: l.p50,
+            p99: l.p99,
+            p999: l.p999,
+        }
+    }
+
     fn of(hist: &Histogram<u64>) -> Latency {
         let us = |q| hist.value_at_quantile(q) as f64 / 1e3;
         Latency {
@@ -197,41 +205,6 @@ impl Run {
     fn ops_per_s(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
-}
-
-/// The figures of one fio job.
-#[derive(Debug)]
-struct FioReport {
-    bytes_per_s: f64,
-    /// strata operations per second this job stands for (one I/O may stand for several).
-    ops_per_s: f64,
-    /// Completion latency of the job's reads or writes.
-    io_latency: Option<Latency>,
-    /// Latency of its `fdatasync`s, when it issued any.
-    sync_latency: Option<Latency>,
-}
-
-impl FioReport {
-    fn mb_per_s(&self) -> f64 {
-        self.bytes_per_s / MB
-    }
-}
-
-/// One sequential, time-based fio job on a fresh file with O_DIRECT. Invariant: `depth` is 1
-/// unless `engine` is queued (io_uring).
-#[derive(Debug, Clone, Copy)]
-struct FioJob {
-    name: &'static str,
-    engine: &'static str,
-    read: bool,
-    block: u64,
-    depth: usize,
-    fdatasync_every: Option<usize>,
-    /// File size; fio loops over it if it gets to the end before `run_for` has passed.
-    size: u64,
-    run_for: Duration,
-    /// strata operations one fio I/O stands for (for rates and gains).
-    ops_per_io: usize,
 }
 
 /// The benchmark's own directory under `--dir`, deleted with everything in it when dropped.
@@ -286,9 +259,9 @@ fn run() -> BenchResult<()> {
         io_memory_bytes: IO_MEMORY_BYTES,
     })?;
     let scratch = Scratch::create(&args.dir)?;
-    let fio = fio_version();
-    print_header(&args, &scratch, fio.as_deref());
-    let fio_on = fio.is_some();
+    let fio_found = fio::version();
+    print_header(&args, &scratch, fio_found.as_deref());
+    let fio_on = fio_found.is_some();
     let mut rows = Vec::new();
 
     let never = bench_append_throughput(&args, &scratch, FsyncPolicy::Never)?;
@@ -625,14 +598,6 @@ async fn read_log(
     })
 }
 
-/// `fio --version`, or `None` when fio cannot be run.
-fn fio_version() -> Option<String> {
-    let out = Command::new("fio").arg("--version").output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// fio's yardstick for `Never`: sequential 1 MiB writes at queue depth `--depth`.
 fn fio_write_queued(args: &Args, scratch: &Scratch) -> BenchResult<FioReport> {
     let job = FioJob {
@@ -705,41 +670,16 @@ fn fio_group_commit(args: &Args, scratch: &Scratch, appenders: usize) -> BenchRe
     run_fio(scratch, &job)
 }
 
-/// Runs `job` on a fresh file in the scratch directory, deletes the file, and parses the report.
+/// Runs `job` on a fresh file in the scratch directory (deleted after) and prints its figures.
 fn run_fio(scratch: &Scratch, job: &FioJob) -> BenchResult<FioReport> {
-    let file = scratch.fresh(&format!("fio-{}", job.name));
-    let mut cmd = Command::new("fio");
-    cmd.arg(format!("--name={}", job.name))
-        // fio splits --filename on ':'.
-        .arg(format!(
-            "--filename={}",
-            file.display().to_string().replace(':', "\\:")
-        ))
-        .arg(format!("--ioengine={}", job.engine))
-        .args(["--direct=1", "--output-format=json"])
-        .arg(format!("--rw={}", if job.read { "read" } else { "write" }))
-        .arg(format!("--bs={}", job.block))
-        .arg(format!("--iodepth={}", job.depth))
-        .arg(format!("--size={}", job.size));
-    if let Some(n) = job.fdatasync_every {
-        cmd.arg(format!("--fdatasync={n}"));
-    }
-    cmd.arg(format!("--runtime={}ms", job.run_for.as_millis()))
-        .arg("--time_based");
-    let out = cmd.output();
-    remove(&file);
-    let out = out.map_err(|e| format!("cannot run fio: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "fio {} failed: {}",
-            job.name,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-        .into());
-    }
-    let report = parse_fio(&String::from_utf8_lossy(&out.stdout), job)?;
+    let report = fio::run(job, &scratch.fresh(&format!("fio-{}", job.name)))?;
     print_fio(job, &report);
     Ok(report)
+}
+
+/// A fio job's bandwidth in MB/s.
+fn fio_mb_per_s(r: &FioReport) -> f64 {
+    r.bytes_per_s / MB
 }
 
 fn print_fio(job: &FioJob, r: &FioReport) {
@@ -756,49 +696,11 @@ fn print_fio(job: &FioJob, r: &FioReport) {
     let lat = |l: Option<Latency>| l.map_or("-".to_string(), |l| l.to_string());
     println!(
         "fio     {shape:<44}: {:8.1} MB/s  {:7.0} IOs/s      clat {}  fdatasync {}",
-        r.mb_per_s(),
+        fio_mb_per_s(r),
         r.ops_per_s / job.ops_per_io as f64,
-        lat(r.io_latency),
-        lat(r.sync_latency)
+        lat(r.io_latency.map(Latency::from_us)),
+        lat(r.sync_latency.map(Latency::from_us))
     );
-}
-
-/// Reads fio's `--output-format=json` report of a single job; rates count strata operations.
-fn parse_fio(stdout: &str, shape: &FioJob) -> BenchResult<FioReport> {
-    let read = shape.read;
-    let json = stdout
-        .find('{')
-        .map(|i| &stdout[i..])
-        .ok_or("no JSON in fio's output")?;
-    let report: Value = serde_json::from_str(json)?;
-    let job = &report["jobs"][0];
-    if job["error"].as_i64() != Some(0) {
-        return Err(format!("fio reported error {}", job["error"]).into());
-    }
-    let io = &job[if read { "read" } else { "write" }];
-    let number = |v: &Value| {
-        v.as_f64()
-            .ok_or_else(|| format!("fio's report lacks a number: {v}"))
-    };
-    Ok(FioReport {
-        bytes_per_s: number(&io["bw_bytes"])?,
-        ops_per_s: number(&io["iops"])? * shape.ops_per_io as f64,
-        io_latency: fio_latency(&io["clat_ns"]),
-        sync_latency: fio_latency(&job["sync"]["lat_ns"]),
-    })
-}
-
-/// Percentiles of one of fio's `*_ns` latency objects, when it recorded any.
-fn fio_latency(v: &Value) -> Option<Latency> {
-    if v["N"].as_u64().unwrap_or(0) == 0 {
-        return None;
-    }
-    let us = |key: &str| v["percentile"][key].as_f64().map(|ns| ns / 1e3);
-    Some(Latency {
-        p50: us("50.000000")?,
-        p99: us("99.000000")?,
-        p999: us("99.900000")?,
-    })
 }
 
 /// One line of the summary table.
@@ -818,8 +720,8 @@ fn throughput_row(shape: String, run: &Run, fio: Option<&FioReport>, note: &str)
     Row {
         shape,
         strata: format!("{:.0} MB/s", run.mb_per_s()),
-        fio: fio.map_or("-".into(), |f| format!("{:.0} MB/s", f.mb_per_s())),
-        ratio: fio.map_or("-".into(), |f| ratio(run.mb_per_s(), f.mb_per_s())),
+        fio: fio.map_or("-".into(), |f| format!("{:.0} MB/s", fio_mb_per_s(f))),
+        ratio: fio.map_or("-".into(), |f| ratio(run.mb_per_s(), fio_mb_per_s(f))),
         note: note.into(),
     }
 }
@@ -845,8 +747,10 @@ fn group_commit_rows(
     let gain = |a: f64, b: f64| format!("{:.1}x", a / b);
     let latency = |r: &Run| r.latency.expect("appends record latency").to_string();
     let lat = |l: Option<Latency>| l.map_or("-".to_string(), |l| l.to_string());
-    let fio_write = |f: Option<&FioReport>| f.map_or("-".into(), |f| lat(f.io_latency));
-    let fio_sync = |f: Option<&FioReport>| f.map_or("-".into(), |f| lat(f.sync_latency));
+    let fio_write =
+        |f: Option<&FioReport>| f.map_or("-".into(), |f| lat(f.io_latency.map(Latency::from_us)));
+    let fio_sync =
+        |f: Option<&FioReport>| f.map_or("-".into(), |f| lat(f.sync_latency.map(Latency::from_us)));
     let many_block = args.appenders * SMALL_BATCH_BYTES / KIB as usize;
     vec![
         Row {

@@ -1,5 +1,6 @@
 //! strata: a thread-per-core message broker. See ARCHITECTURE.md for the map.
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod coordinator;

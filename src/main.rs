@@ -29,6 +29,8 @@ enum Command {
     Consume(strata::cli::consume::ConsumeArgs),
     /// List, describe and delete consumer groups, and reset their offsets.
     Group(strata::cli::group::GroupArgs),
+    /// Measure throughput and latency against a broker, and the machine's disk and network limits.
+    Bench(strata::cli::bench::BenchArgs),
     /// Append to one partition log, read it back verified, and print what it measured.
     LogDemo(strata::cli::log_demo::LogDemoArgs),
 }
@@ -43,6 +45,7 @@ fn main() {
         Command::Produce(args) => strata::cli::produce::run(args),
         Command::Consume(args) => strata::cli::consume::run(args),
         Command::Group(args) => strata::cli::group::run(args),
+        Command::Bench(args) => strata::cli::bench::run(args),
         Command::LogDemo(args) => {
             strata::cli::preflight(1).and_then(|()| strata::cli::log_demo::run(args))
         }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::Broker;
 use strata::client::{
-    partition_for_key, ClientError, Consumer, ConsumerConfig, ConsumerRecord, Producer,
-    ProducerConfig, SeekTo,
+    partition_for_key, ClientError, Consumer, ConsumerConfig, ConsumerRecord, FetchInfo,
+    FetchObserver, Producer, ProducerConfig, SeekTo,
 };
 use strata::protocol::{ErrorCode, TopicSpec};
 
@@ -169,6 +169,53 @@ fn explicit_partition_and_unknown_topic_errors() {
         Err(ClientError::UnknownTopic { .. }) => {}
         other => panic!("consumer of an unknown topic: {other:?}"),
     }
+}
+
+#[test]
+fn the_fetch_observer_sees_every_fetched_record_with_its_latency() {
+    let broker = Broker::start(1, &[]);
+    create(&broker, "observed", 2);
+    let producer = Producer::connect(&broker.addr(), ProducerConfig::default()).unwrap();
+    let acks: Vec<_> = (0..300u32)
+        .map(|i| {
+            let value = vec![b'v'; 100];
+            producer
+                .send("observed", Some(i % 2), None, Some(&value))
+                .unwrap()
+        })
+        .collect();
+    producer.flush();
+    acks.into_iter().for_each(|a| {
+        a.wait().unwrap();
+    });
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<FetchInfo>>> = Default::default();
+    let sink = seen.clone();
+    let config = ConsumerConfig {
+        on_fetch: Some(FetchObserver(std::sync::Arc::new(move |f: &FetchInfo| {
+            sink.lock().unwrap().push(*f)
+        }))),
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::connect(&broker.addr(), config).unwrap();
+    consumer.assign("observed", None, SeekTo::Earliest).unwrap();
+    let got = consume_n(&mut consumer, 300, Duration::from_secs(20));
+    assert_eq!(got.len(), 300);
+    let seen = seen.lock().unwrap().clone();
+    let records: usize = seen.iter().map(|f| f.records).sum();
+    assert_eq!(records, 300, "{seen:?}");
+    for p in [0, 1] {
+        let of_p: Vec<&FetchInfo> = seen.iter().filter(|f| f.partition == p).collect();
+        assert_eq!(of_p.iter().map(|f| f.records).sum::<usize>(), 150);
+        // Record bytes plus batch overhead.
+        assert!(of_p.iter().map(|f| f.bytes).sum::<usize>() > 150 * 100);
+        assert_eq!(
+            of_p.iter().map(|f| f.record_bytes).sum::<usize>(),
+            150 * 100
+        );
+    }
+    assert!(seen
+        .iter()
+        .all(|f| f.latency > Duration::ZERO && f.latency < Duration::from_secs(20)));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! This module holds what the commands share: logging set-up, the preflight call, the
 //! `--broker` flag and the one-line wording of client errors.
 
+pub mod bench;
 pub mod consume;
 pub mod group;
 pub mod log_demo;

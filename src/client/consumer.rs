@@ -38,6 +38,34 @@ pub struct ConsumerConfig {
     pub fetch_max_bytes: u32,
     pub fetch_max_wait_ms: u32,
     pub prefetch: usize,
+    /// Told about every answered fetch (on the fetcher's thread), for applications that measure
+    /// their consumer; `None` by default.
+    pub on_fetch: Option<FetchObserver>,
+}
+
+/// What one answered fetch brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchInfo {
+    pub partition: u32,
+    /// Records at or after the fetched offset (the ones `poll` will return).
+    pub records: usize,
+    /// Bytes of the batches in the answer.
+    pub bytes: usize,
+    /// Key and value bytes of those records.
+    pub record_bytes: usize,
+    /// From sending the fetch to having its whole answer.
+    pub latency: Duration,
+}
+
+/// A callback run on a fetcher thread after each answered fetch; it must be quick (the next
+/// fetch waits for it).
+#[derive(Clone)]
+pub struct FetchObserver(pub Arc<dyn Fn(&FetchInfo) + Send + Sync>);
+
+impl std::fmt::Debug for FetchObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FetchObserver")
+    }
 }
 
 impl Default for ConsumerConfig {
@@ -46,6 +74,7 @@ impl Default for ConsumerConfig {
             fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
             fetch_max_wait_ms: DEFAULT_FETCH_MAX_WAIT_MS,
             prefetch: DEFAULT_PREFETCH,
+            on_fetch: None,
         }
     }
 }
@@ -336,6 +365,7 @@ impl FetchJob {
                 max_wait_ms: self.config.fetch_max_wait_ms,
                 min_bytes: 1,
             };
+            let sent = Instant::now();
             let batches = match conn.fetch(req) {
                 Ok((_, batches)) => {
                     failures = 0;
@@ -359,6 +389,8 @@ impl FetchJob {
                     return;
                 }
             };
+            let latency = sent.elapsed();
+            let bytes = batches.iter().map(Bytes::len).sum();
             let records = match self.decode(batches) {
                 Ok(r) => r,
                 Err(error) => {
@@ -369,6 +401,21 @@ impl FetchJob {
                     return;
                 }
             };
+            if let Some(observe) = &self.config.on_fetch {
+                (observe.0)(&FetchInfo {
+                    partition: self.partition,
+                    records: records.len(),
+                    bytes,
+                    record_bytes: records
+                        .iter()
+                        .map(|r| {
+                            r.key.as_ref().map_or(0, Bytes::len)
+                                + r.value.as_ref().map_or(0, Bytes::len)
+                        })
+                        .sum(),
+                    latency,
+                });
+            }
             if let Some(last) = records.last() {
                 self.offset = last.offset + 1;
                 let event = Event::Records {

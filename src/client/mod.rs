@@ -14,7 +14,7 @@ pub use connection::{
     into_body, split_batches, Connection, RequestWriter, ResponseReader, CONNECT_TIMEOUT,
     MAX_RESPONSE_FRAME_BYTES,
 };
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, FetchInfo, FetchObserver, SeekTo};
 pub use error::ClientError;
 pub use group::{
     GroupConsumer, GroupConsumerConfig, OffsetReset, DEFAULT_AUTO_COMMIT_INTERVAL,

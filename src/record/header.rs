@@ -206,6 +206,13 @@ pub(crate) fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[CRC_COVERED_FROM..])
 }
 
+/// Rewrites the stored CRC of a whole batch after its records were changed in place (a load
+/// generator stamping each send into record values reuses one encoded batch this way).
+pub fn update_crc(batch: &mut [u8]) {
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Checks the stored CRC against the CRC-32C of `batch[21..]`.
 ///
 /// `batch` must be exactly `header.total_len()` bytes (otherwise [`RecordError::LengthMismatch`]).
@@ -285,11 +292,6 @@ mod tests {
         b.append(1_000, Some(b"k"), Some(b"v"), &[]);
         b.append(1_005, None, Some(b"w"), &[]);
         b.finish().to_vec()
-    }
-
-    fn recrc(buf: &mut [u8]) {
-        let crc = compute_crc(buf);
-        buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     }
 
     #[test]
@@ -428,12 +430,12 @@ mod tests {
     fn validate_detects_count_problems() {
         let mut buf = sample();
         buf[RECORDS_COUNT_OFFSET..HEADER_LEN].copy_from_slice(&0i32.to_be_bytes());
-        recrc(&mut buf);
+        update_crc(&mut buf);
         assert_eq!(validate_batch(&buf), Err(RecordError::Empty));
 
         let mut buf = sample();
         buf[RECORDS_COUNT_OFFSET..HEADER_LEN].copy_from_slice(&1i32.to_be_bytes());
-        recrc(&mut buf);
+        update_crc(&mut buf);
         assert_eq!(
             validate_batch(&buf),
             Err(RecordError::RecordCountMismatch {
@@ -445,7 +447,7 @@ mod tests {
         let mut buf = sample();
         buf[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4]
             .copy_from_slice(&0i32.to_be_bytes());
-        recrc(&mut buf);
+        update_crc(&mut buf);
         assert_eq!(
             validate_batch(&buf),
             Err(RecordError::OffsetDeltaOutOfRange {
@@ -461,7 +463,7 @@ mod tests {
         let mut buf = sample();
         buf[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4]
             .copy_from_slice(&9i32.to_be_bytes());
-        recrc(&mut buf);
+        update_crc(&mut buf);
         assert_eq!(validate_batch(&buf).unwrap().next_offset(), 10);
     }
 
@@ -470,13 +472,13 @@ mod tests {
         // A "gzip" batch whose payload is not gzip: the hot path accepts it (no decompression).
         let mut buf = sample();
         buf[ATTRIBUTES_OFFSET + 1] = 1;
-        recrc(&mut buf);
+        update_crc(&mut buf);
         assert_eq!(
             validate_batch(&buf).unwrap().compression(),
             Ok(Compression::Gzip)
         );
         buf[ATTRIBUTES_OFFSET + 1] = 6;
-        recrc(&mut buf);
+        update_crc(&mut buf);
         assert_eq!(
             validate_batch(&buf),
             Err(RecordError::UnsupportedCompression(6))

@@ -44,7 +44,9 @@ mod proptests;
 
 pub use builder::{BatchBuilder, RecordHeader};
 pub use error::RecordError;
-pub use header::{check_crc, set_base_offset, validate_batch, BatchHeader, Compression};
+pub use header::{
+    check_crc, set_base_offset, update_crc, validate_batch, BatchHeader, Compression,
+};
 pub use reader::{next_batch_len, Batch, Record, RecordIter};
 pub use varint::{
     get_varint, get_varlong, put_varint, put_varlong, varint_len, varlong_len, VarintError,

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Measures every figure of BENCHMARKS.md in one run (about 10 minutes on 2 cores): the disk and
+# loopback limits, produce and consume throughput for 100 B, 1 KiB and 16 KiB records, and e2e
+# latency at 50% and 80% of the saturated rate with the broker's --fsync never and always.
+# Usage: scripts/bench-page.sh [DATA_DIR] [OUT_DIR]   (JSON reports land in OUT_DIR)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-target/bench-page-data}
+OUT=${2:-target/bench-page}
+SECS=${SECS:-5}
+WARM=${WARM:-1}
+PORT=${PORT:-19900}
+E2E_BATCH=${E2E_BATCH:-64}   # records per request in the e2e runs (64 KiB requests of 1 KiB records)
+BROKER=127.0.0.1:$PORT
+BIN=target/release/strata
+command -v fio >/dev/null || apt-get install -y fio >/dev/null || echo "fio not installed: disk figures without it"
+cargo build --release --bin strata
+mkdir -p "$OUT"
+pid=
+stop() { if [ -n "$pid" ]; then kill "$pid"; wait "$pid" || true; pid=; fi; }
+trap stop EXIT
+start() { # start FSYNC
+    stop; rm -rf "$DATA"; mkdir -p "$DATA"
+    "$BIN" broker --data-dir "$DATA/data" --listen "$BROKER" --fsync "$1" > "$OUT/broker-$1.out" 2> "$OUT/broker-$1.err" &
+    pid=$!
+    for _ in $(seq 100); do grep -q "strata broker ready" "$OUT/broker-$1.out" 2>/dev/null && return; sleep 0.1; done
+    echo "broker did not start"; exit 1
+}
+b() { "$BIN" bench "$@" --broker "$BROKER" -q; }
+rate_of() { python3 -c "import json,sys; print(int(json.load(open(sys.argv[1]))['records_per_sec']))" "$1"; }
+
+"$BIN" bench disk --dir "$(dirname "$DATA")" --duration "$SECS" --json "$OUT/disk.json"
+"$BIN" bench net --duration "$SECS" --json "$OUT/net.json"
+
+start never
+for size in 100 1024 16384; do
+    b produce --create-topic --record-bytes $size --duration "$SECS" --warmup "$WARM" --json "$OUT/produce-never-$size.json"
+    b consume --duration "$SECS" --warmup 0 --json "$OUT/consume-never-$size.json"
+done
+for fsync in never always; do
+    start $fsync
+    [ $fsync = always ] && b produce --create-topic --record-bytes 1024 --duration "$SECS" --warmup "$WARM" --json "$OUT/produce-always-1024.json"
+    b e2e --create-topic --record-bytes 1024 --batch-records $E2E_BATCH --duration "$SECS" --warmup "$WARM" --json "$OUT/e2e-$fsync-saturated.json"
+    sat=$(rate_of "$OUT/e2e-$fsync-saturated.json")
+    for pct in 50 80; do
+        b e2e --create-topic --record-bytes 1024 --batch-records $E2E_BATCH --rate $((sat * pct / 100)) \
+            --duration "$SECS" --warmup "$WARM" --json "$OUT/e2e-$fsync-$pct.json" --hdr-log "$OUT/e2e-$fsync-$pct.hlog"
+    done
+done
+stop
+rm -rf "$DATA"
+echo "reports in $OUT"

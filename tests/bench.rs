@@ -1,0 +1,273 @@
+//! `strata bench` end to end: the real binary against a real broker on free ports in a temporary
+//! directory, a few seconds per workload. Checks that records were delivered and the reports are
+//! well formed (JSON keys, HDR interval log); never asserts speed.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{wait_deadline, Broker};
+use serde_json::Value;
+
+/// Longest any one bench command may run before the test fails instead of hanging.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `strata bench ARGS` to completion (bounded by [`COMMAND_TIMEOUT`]).
+fn bench(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("bench")
+        .args(args)
+        .env_remove("STRATA_BROKER")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_deadline(&mut child, COMMAND_TIMEOUT).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("strata bench {args:?} did not finish within {COMMAND_TIMEOUT:?}")
+    });
+    Output {
+        status,
+        stdout: std::fs::read(out).unwrap(),
+        stderr: std::fs::read(err).unwrap(),
+    }
+}
+
+/// Runs a bench command that must succeed and returns its `--json` report.
+fn bench_json(args: &[&str], json: &Path) -> (Value, String) {
+    let out = bench(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "strata bench {args:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(json).expect("the JSON report was written");
+    (
+        serde_json::from_str(&text).expect("the report is JSON"),
+        stdout,
+    )
+}
+
+/// The keys the issue names, with records delivered.
+#[track_caller]
+fn assert_report(v: &Value) {
+    for key in ["records_per_sec", "bytes_per_sec", "records", "duration_s"] {
+        assert!(v[key].is_number(), "{key} in {v:#}");
+    }
+    for key in ["p50", "p90", "p99", "p999", "p9999", "max"] {
+        assert!(
+            v["latency_us"][key].is_number(),
+            "latency_us.{key} in {v:#}"
+        );
+    }
+    assert!(
+        v["records"].as_u64().unwrap() > 0,
+        "records delivered: {v:#}"
+    );
+    assert!(v["latency_us"]["samples"].as_u64().unwrap() > 0, "{v:#}");
+    let l = &v["latency_us"];
+    let order: Vec<f64> = ["p50", "p90", "p99", "p999", "p9999", "max"]
+        .iter()
+        .map(|k| l[k].as_f64().unwrap())
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] <= w[1]),
+        "percentiles rise: {l}"
+    );
+}
+
+/// A whole report: the summary plus the load generator's own CPU use.
+#[track_caller]
+fn assert_full_report(v: &Value) {
+    assert_report(v);
+    assert!(v["load_generator_cpu"]["cores"].is_number(), "{v:#}");
+}
+
+#[test]
+fn produce_consume_and_e2e_against_a_real_broker() {
+    let broker = Broker::start(1, &["--fsync", "never"]);
+    let addr = broker.addr();
+    let dir = tempfile::tempdir().unwrap();
+    let json = |name: &str| dir.path().join(name);
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+
+    // Closed loop, a fresh topic of 2 partitions, 2 producers.
+    let p_json = json("produce.json");
+    let (v, table) = bench_json(
+        &[
+            "produce",
+            "--broker",
+            &addr,
+            "--create-topic",
+            "--partitions",
+            "2",
+            "--producers",
+            "2",
+            "--record-bytes",
+            "100",
+            "--batch-records",
+            "100",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--json",
+            &path(&p_json),
+        ],
+        &p_json,
+    );
+    assert_full_report(&v);
+    assert_eq!(v["command"], "produce");
+    assert_eq!(v["open_loop"], false);
+    assert!(
+        table.contains("records/s") && table.contains("p99.99"),
+        "{table}"
+    );
+    assert!(
+        table.contains("latency by percentile"),
+        "the ASCII plot: {table}"
+    );
+    assert!(table.contains("load generator CPU"), "{table}");
+
+    // The backlog just written, read back by 2 consumers.
+    let c_json = json("consume.json");
+    let (v, _) = bench_json(
+        &[
+            "consume",
+            "--broker",
+            &addr,
+            "--consumers",
+            "2",
+            "--duration",
+            "5",
+            "--warmup",
+            "0",
+            "--json",
+            &path(&c_json),
+        ],
+        &c_json,
+    );
+    assert_full_report(&v);
+    assert!(v["backlog_records"].as_i64().unwrap() > 0);
+    assert!(v["records"].as_i64().unwrap() <= v["backlog_records"].as_i64().unwrap());
+
+    // Open loop end to end on a fresh topic, with the HDR interval log.
+    let e_json = json("e2e.json");
+    let hlog = json("e2e.hlog");
+    let (v, table) = bench_json(
+        &[
+            "e2e",
+            "--broker",
+            &addr,
+            "--create-topic",
+            "--rate",
+            "20000",
+            "--batch-records",
+            "50",
+            "--record-bytes",
+            "64",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--json",
+            &path(&e_json),
+            "--hdr-log",
+            &path(&hlog),
+        ],
+        &e_json,
+    );
+    assert_full_report(&v);
+    assert_report(&v["produce"]);
+    assert_eq!(v["open_loop"], true);
+    assert!(v["send_lag_us"]["p99"].is_number(), "{v:#}");
+    // Every record acknowledged in the window was consumed.
+    assert_eq!(v["records"], v["produce"]["records"], "{v:#}");
+    assert!(table.contains("coordinated omission corrected"), "{table}");
+    let log = std::fs::read_to_string(&hlog).unwrap();
+    assert!(log.contains("#[BaseTime:"), "{log}");
+    assert!(log.lines().any(|l| l.starts_with("Tag=e2e,")), "{log}");
+    assert!(log.lines().any(|l| l.starts_with("Tag=produce,")), "{log}");
+}
+
+#[test]
+fn a_missing_topic_says_how_to_create_it() {
+    let broker = Broker::start(1, &[]);
+    let out = bench(&[
+        "produce",
+        "--broker",
+        &broker.addr(),
+        "--topic",
+        "absent",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--create-topic"), "{stderr}");
+}
+
+#[test]
+fn disk_measures_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("disk.json");
+    let (v, table) = bench_json(
+        &[
+            "disk",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--duration",
+            "0.5",
+            "--max-file-bytes",
+            "67108864",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &json,
+    );
+    for key in [
+        "write_bytes_per_sec",
+        "write_synced_bytes_per_sec",
+        "read_bytes_per_sec",
+    ] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key} in {v:#}");
+    }
+    for key in ["p50", "p99", "p999", "max"] {
+        assert!(
+            v["fdatasync_latency_us"][key].as_f64().unwrap() > 0.0,
+            "{v:#}"
+        );
+    }
+    assert!(table.contains("fdatasync"), "{table}");
+    // fio runs beside it when installed; its figures are then in the report too.
+    if !v["fio"].is_null() {
+        assert!(
+            v["fio"]["write_bytes_per_sec"].as_f64().unwrap() > 0.0,
+            "{v:#}"
+        );
+    }
+    // The scratch directory is gone.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "disk.json")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn net_measures_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("net.json");
+    let (v, _) = bench_json(
+        &["net", "--duration", "0.3", "--json", json.to_str().unwrap()],
+        &json,
+    );
+    assert!(v["bytes_per_sec"].as_f64().unwrap() > 0.0, "{v:#}");
+}
