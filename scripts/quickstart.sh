@@ -50,8 +50,15 @@ step "strata consume quickstart --from-beginning --partition 0 --max-messages 5 
 "$strata" consume quickstart --from-beginning --partition 0 --max-messages 5 \
     --format 'partition %p offset %o key %k value %v\n'
 
+step "strata consume quickstart --group quickstart-readers --from-beginning --max-messages 5"
+"$strata" consume quickstart --group quickstart-readers --from-beginning --max-messages 5 \
+    --format 'partition %p offset %o key %k value %v\n'
+
 step "strata topic describe quickstart"
 "$strata" topic describe quickstart
+
+step "strata group describe quickstart-readers    # run the quickstart again: the group carries on"
+"$strata" group describe quickstart-readers
 
 step "kill -TERM <broker>    # graceful: finishes in-flight requests, flushes, exits 0"
 stop_broker

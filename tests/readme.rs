@@ -120,4 +120,18 @@ fn readme_quickstart_commands_work_as_written() {
         .map(|(_, o)| o.clone())
         .expect("the README describes the topic");
     assert!(described.contains("orders"), "{described}");
+    let group_read = outputs
+        .iter()
+        .find(|(c, _)| c.starts_with("strata consume orders --group"))
+        .map(|(_, o)| o.clone())
+        .expect("the README consumes as a group member");
+    for value in ["apple", "banana", "cherry"] {
+        assert!(group_read.contains(value), "{group_read}");
+    }
+    let group = outputs
+        .iter()
+        .find(|(c, _)| c.starts_with("strata group describe"))
+        .map(|(_, o)| o.clone())
+        .expect("the README describes the group");
+    assert!(group.contains("\"readers\": Empty"), "{group}");
 }
