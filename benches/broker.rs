@@ -14,22 +14,21 @@
 //! storage engine). Everything it writes is deleted when it ends.
 
 use std::error::Error;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
 use hdrhistogram::Histogram;
 
+mod common;
+
+use common::{start_broker, BenchResult};
 use strata::client::Connection;
 use strata::protocol::{Acks, ProduceRequest, RequestBody, TopicSpec};
 use strata::record::BatchBuilder;
 use strata::runtime::run_local;
 use strata::storage::{FsyncPolicy, LogConfig, PartitionLog};
-
-type BenchResult<T> = Result<T, Box<dyn Error>>;
 
 /// Value bytes of each record.
 const RECORD_BYTES: usize = 1024;
@@ -42,8 +41,6 @@ const DEFAULT_DEPTH: usize = 8;
 /// MB/s as fio prints it.
 const MB: f64 = 1e6;
 const TOPIC: &str = "bench";
-/// How long the broker may take to start.
-const BROKER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Args {
     dir: PathBuf,
@@ -220,76 +217,13 @@ fn bench_engine(
     Ok(run)
 }
 
-/// A broker child process; killed when dropped.
-struct Broker {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn start_broker(dir: &Path, fsync: FsyncPolicy) -> BenchResult<Broker> {
-    for _ in 0..20 {
-        let port = free_port_pair()?;
-        let addr = format!("127.0.0.1:{port}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args([
-                "broker",
-                "--shards",
-                "1",
-                "--fsync",
-                &fsync.to_string(),
-                "--listen",
-                &addr,
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("strata broker ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(BROKER_START_TIMEOUT).is_ok() {
-            return Ok(Broker { child, addr });
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    Err("the broker did not start".into())
-}
-
-/// A port P with P+1 free too (the broker's shared port and shard 0's port).
-fn free_port_pair() -> BenchResult<u16> {
-    for _ in 0..100 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        let port = l.local_addr()?.port();
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Err("no free port pair".into())
-}
-
 fn bench_broker(
     dir: &Path,
     fsync: FsyncPolicy,
     template: &BytesMut,
     args: &Args,
 ) -> BenchResult<Run> {
-    let broker = start_broker(dir, fsync)?;
+    let broker = start_broker(dir, &["--fsync", &fsync.to_string()])?;
     let mut conn = Connection::connect(&broker.addr)?;
     conn.create_topic(TopicSpec {
         name: TOPIC.into(),

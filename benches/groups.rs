@@ -12,18 +12,26 @@
 //!    target; plus the heartbeats that took and the coordinator CPU they cost.
 //! 2. Heartbeat cost: steady heartbeats of the same group, round-robin, as fast as one core
 //!    applies them: heartbeats/s and the time per heartbeat.
+//! 3. Heartbeats through a real broker (`strata broker --shards 1`, so the coordinator has a core
+//!    to itself on a 2-core machine): the members of the same group on one connection,
+//!    `PIPELINE` heartbeats in flight, for `--seconds`. The client runs on the same machine.
 //!
 //! Nothing is asserted; it prints figures.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
-use std::error::Error;
 use std::time::{Duration, Instant};
 
-use strata::coordinator::{ClientInfo, GroupConfig, Groups, TopicPartition};
-use strata::protocol::{GroupHeartbeatRequest, GroupState, TopicPartitions, MEMBER_EPOCH_JOIN};
+mod common;
 
-type BenchResult<T> = Result<T, Box<dyn Error>>;
+use common::{start_broker, BenchResult};
+use strata::client::Connection;
+
+use strata::coordinator::{ClientInfo, GroupConfig, Groups, TopicPartition};
+use strata::protocol::{
+    GroupHeartbeatRequest, GroupState, RequestBody, ResponseBody, TopicPartitions,
+    MEMBER_EPOCH_JOIN,
+};
 
 const GROUP: &str = "bench";
 const TOPICS: u32 = 10;
@@ -32,6 +40,10 @@ const SESSION_MS: u32 = 10_000;
 const APP_RELEASE_MS: u64 = 10;
 /// Longest simulated time a scenario may take before it counts as not settling.
 const MAX_SIMULATED_MS: u64 = 600_000;
+/// Heartbeats in flight on the connection of shape 3.
+const PIPELINE: usize = 64;
+/// Where shape 3's broker keeps its data (deleted afterwards).
+const SCRATCH_DIR: &str = "target/bench-data";
 
 struct Args {
     members: usize,
@@ -306,5 +318,75 @@ fn run() -> BenchResult<()> {
         n as f64 / secs,
         secs * 1e6 / n as f64
     );
-    Ok(())
+    through_broker(&args)
+}
+
+/// Shape 3: steady heartbeats of `--members` members through a real broker.
+fn through_broker(args: &Args) -> BenchResult<()> {
+    let dir =
+        std::path::Path::new(SCRATCH_DIR).join(format!("groups-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = (|| -> BenchResult<()> {
+        let broker = start_broker(&dir, &[])?;
+        let mut conn = Connection::connect(&broker.addr)?;
+        let per_topic = args.partitions / TOPICS;
+        for t in 0..TOPICS {
+            conn.create_topic(strata::protocol::TopicSpec {
+                name: format!("topic-{t}"),
+                partitions: per_topic,
+                retention_bytes: None,
+                retention_ms: None,
+                segment_bytes: None,
+            })?;
+        }
+        let topics: Vec<String> = (0..TOPICS).map(|t| format!("topic-{t}")).collect();
+        let request = |id: &str, epoch: i32| GroupHeartbeatRequest {
+            group: GROUP.into(),
+            member_id: id.to_string(),
+            member_epoch: epoch,
+            session_timeout_ms: SESSION_MS,
+            topics: topics.clone(),
+            owned: Vec::new(),
+            assignor: None,
+        };
+        // Join, then heartbeat until every member holds its share (owning nothing, so nothing
+        // is ever revoked from them).
+        let mut members: Vec<(String, i32)> = Vec::new();
+        for _ in 0..args.members {
+            let r = conn.group_heartbeat(request("", MEMBER_EPOCH_JOIN))?;
+            members.push((r.member_id, r.member_epoch));
+        }
+        let start = Instant::now();
+        let mut n: u64 = 0;
+        let mut next = 0;
+        let mut in_flight = std::collections::VecDeque::new();
+        loop {
+            while in_flight.len() < PIPELINE
+                && start.elapsed() < Duration::from_secs_f64(args.seconds)
+            {
+                let (id, epoch) = &members[next];
+                conn.send(RequestBody::GroupHeartbeat(request(id, *epoch)), &[])?;
+                in_flight.push_back(next);
+                next = (next + 1) % members.len();
+            }
+            let Some(i) = in_flight.pop_front() else {
+                break;
+            };
+            if let (ResponseBody::GroupHeartbeat(r), _) = conn.receive_ok()? {
+                members[i].1 = r.member_epoch;
+            }
+            n += 1;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "through a broker (1 data shard + the coordinator core; client on the same machine):"
+        );
+        println!(
+            "  {n} heartbeats in {secs:.2} s: {:.0} heartbeats/s, {PIPELINE} in flight on one connection",
+            n as f64 / secs
+        );
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
