@@ -13,7 +13,6 @@
 //! Nothing is asserted: it prints figures and the ratio (target: the broker at >= 0.80 of the
 //! storage engine). Everything it writes is deleted when it ends.
 
-use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
