@@ -5,7 +5,9 @@
 //! DescribeGroup observer (no partition held by two members, committed offsets never go back,
 //! every record consumed); committed offsets and groups across a clean restart and a SIGKILL;
 //! the coordinator's refusals (stale epoch, unknown member and group, non-empty group, invalid
-//! id) through the client and the CLI; offset resets; and compaction of the offsets log.
+//! id) through the client and the CLI; offset resets; compaction of the offsets log; a topic
+//! created after a member subscribed; the rebalance timeout; and sizes (a 1000-partition topic,
+//! concurrent commits with large metadata).
 //!
 //! The churn test is seeded: the seed is printed; set `STRATA_GROUPS_SEED=<seed>` to replay its
 //! choices (the timing of the processes still varies).
@@ -52,6 +54,9 @@ const GROUP_FLAGS: &[&str] = &[
 ];
 /// What every group member prints per record: partition, offset, value.
 const FORMAT: &str = "%p %o %v\\n";
+/// Idle timeout of members that read what is there and exit: a member alone in its group gets
+/// every partition with its first heartbeat.
+const IDLE_TIMEOUT_MS: &str = "1500";
 /// Session timeout of members the tests drive through `Connection`: long enough that they never
 /// expire while a test looks at them.
 const DRIVEN_SESSION_TIMEOUT_MS: u32 = 60_000;
@@ -329,11 +334,16 @@ impl Member {
 
     /// SIGTERM: the member commits what it printed, leaves the group and exits 0.
     fn stop(self) -> Ended {
-        self.signal(libc::SIGTERM);
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// SIGTERM or SIGINT (Ctrl-C): a clean leave, exit 0.
+    fn stop_with(self, signal: i32) -> Ended {
+        self.signal(signal);
         let ended = self.wait();
         assert!(
             ended.status.success(),
-            "member {} exited with {} after SIGTERM; stderr:\n{}",
+            "member {} exited with {} after signal {signal}; stderr:\n{}",
             ended.id,
             ended.status,
             ended.stderr
@@ -377,9 +387,15 @@ fn wait_for_group(
 ) -> GroupDescription {
     let deadline = Instant::now() + STATE_TIMEOUT;
     loop {
-        let d = describe(conn, group);
-        if done(&d) {
-            return d;
+        // The group exists once its first member's heartbeat arrived.
+        let d = match conn.describe_group(group) {
+            Err(e) if e.code() == Some(ErrorCode::UnknownGroup) => None,
+            other => Some(other.unwrap_or_else(|e| panic!("describe {group}: {e}"))),
+        };
+        if let Some(d) = &d {
+            if done(d) {
+                return d.clone();
+            }
         }
         assert!(
             Instant::now() < deadline,
@@ -490,18 +506,30 @@ fn assert_refused<T: std::fmt::Debug>(
 #[test]
 fn three_members_split_six_partitions_and_print_every_record_once() {
     const RECORDS: u64 = 60_000;
+    /// Records produced before the members start; the rest once the group is Stable.
+    const BEFORE: u64 = 30_000;
     const PARTITIONS: u32 = 6;
     const KEYS: u64 = 600;
     const MEMBERS: usize = 3;
     /// Long enough that no member exits before the three-member rebalance settled and was seen.
-    const IDLE_TIMEOUT_MS: &str = "5000";
+    const STABLE_IDLE_TIMEOUT_MS: &str = "5000";
     let broker = Broker::start(2, GROUP_FLAGS);
     let addr = broker.addr();
     create_topic(&addr, "t", PARTITIONS);
-    produce_keyed(&addr, "t", 0..RECORDS, KEYS);
+    produce_keyed(&addr, "t", 0..BEFORE, KEYS);
 
+    // The three start together: whoever joins first starts reading everything, then hands
+    // partitions over (committing what it printed) as the others join.
     let members: Vec<Member> = (0..MEMBERS)
-        .map(|i| Member::spawn(i, &addr, "t", "g", &["--idle-timeout-ms", IDLE_TIMEOUT_MS]))
+        .map(|i| {
+            Member::spawn(
+                i,
+                &addr,
+                "t",
+                "g",
+                &["--idle-timeout-ms", STABLE_IDLE_TIMEOUT_MS],
+            )
+        })
         .collect();
 
     // While all three run, the group settles with two partitions each.
@@ -510,12 +538,14 @@ fn three_members_split_six_partitions_and_print_every_record_once() {
         d.state == GroupState::Stable && d.members.len() == MEMBERS
     });
     let mut all = BTreeSet::new();
+    let mut assignments: Vec<BTreeSet<u32>> = Vec::new();
     for m in &stable.members {
         let owned = flat(&m.assignment);
         assert_eq!(owned.len(), 2, "member {} of {stable:#?}", m.member_id);
         assert!(m.revoking.is_empty(), "{stable:#?}");
         assert_eq!(m.client_id, "strata-consume");
         assert_eq!(m.member_epoch, stable.assignment_epoch, "{stable:#?}");
+        assignments.push(owned.iter().map(|(_, p)| *p).collect());
         all.extend(owned);
     }
     assert_eq!(
@@ -524,10 +554,13 @@ fn three_members_split_six_partitions_and_print_every_record_once() {
         "every partition owned once"
     );
     assert_eq!(stable.assignor, "sticky", "the default assignor");
+    // The rest arrives while the assignment holds.
+    produce_keyed(&addr, "t", BEFORE..RECORDS, KEYS);
 
     // They exit after the idle timeout, committing what they printed.
     let ended: Vec<Ended> = members.into_iter().map(Member::wait).collect();
     let mut printed = Vec::new();
+    let mut late_partitions: Vec<BTreeSet<u32>> = Vec::new();
     for e in &ended {
         assert!(
             e.status.success(),
@@ -536,7 +569,14 @@ fn three_members_split_six_partitions_and_print_every_record_once() {
             e.status,
             e.stderr
         );
-        printed.extend(parse_printed(&e.stdout));
+        let own = parse_printed(&e.stdout);
+        late_partitions.push(
+            own.iter()
+                .filter(|r| r.value >= BEFORE)
+                .map(|r| r.partition)
+                .collect(),
+        );
+        printed.extend(own);
     }
     println!(
         "printed per member: {:?}",
@@ -544,6 +584,13 @@ fn three_members_split_six_partitions_and_print_every_record_once() {
             .iter()
             .map(|e| e.stdout.lines().count())
             .collect::<Vec<_>>()
+    );
+    // Each process printed the later records of exactly the two partitions of one member.
+    late_partitions.sort();
+    assignments.sort();
+    assert_eq!(
+        late_partitions, assignments,
+        "partitions of the records produced after the group was Stable, per process"
     );
 
     // Every record exactly once, on its key's partition, at offsets contiguous from 0.
@@ -562,7 +609,11 @@ fn three_members_split_six_partitions_and_print_every_record_once() {
         );
         by_partition.entry(r.partition).or_default().push(r.offset);
     }
-    assert_eq!(by_partition.len(), PARTITIONS as usize, "every partition got records");
+    assert_eq!(
+        by_partition.len(),
+        PARTITIONS as usize,
+        "every partition got records"
+    );
     let ends = log_ends(&mut conn, "t", PARTITIONS);
     for (p, offsets) in &mut by_partition {
         offsets.sort_unstable();
@@ -578,7 +629,10 @@ fn three_members_split_six_partitions_and_print_every_record_once() {
     assert_eq!(d.state, GroupState::Empty, "{d:#?}");
     assert_eq!(committed(&d, "t"), ends, "committed offsets = log ends");
     for o in &d.offsets {
-        assert_eq!((o.high_watermark, o.lag), (Some(ends[&o.partition]), Some(0)));
+        assert_eq!(
+            (o.high_watermark, o.lag),
+            (Some(ends[&o.partition]), Some(0))
+        );
     }
 }
 
@@ -737,7 +791,10 @@ fn churn_never_gives_a_partition_to_two_members_and_loses_no_record() {
     let (mut joins, mut leaves, mut kills) = (0, 0, 0);
     let mut events = 0;
     while events < MIN_EVENTS || joins < MIN_EACH || leaves < MIN_EACH || kills < MIN_EACH {
-        assert!(events < MAX_EVENTS, "{joins} joins, {leaves} leaves, {kills} kills");
+        assert!(
+            events < MAX_EVENTS,
+            "{joins} joins, {leaves} leaves, {kills} kills"
+        );
         events += 1;
         let join = live.len() <= 1 || (live.len() < MAX_LIVE && rng.gen_bool(0.5));
         if join {
@@ -750,7 +807,12 @@ fn churn_never_gives_a_partition_to_two_members_and_loses_no_record() {
                 .collect();
             if !can_leave.is_empty() && rng.gen_bool(0.5) {
                 let i = can_leave[rng.gen_range(0..can_leave.len())];
-                ended.push(live.swap_remove(i).stop());
+                let signal = if rng.gen_bool(0.5) {
+                    libc::SIGTERM
+                } else {
+                    libc::SIGINT
+                };
+                ended.push(live.swap_remove(i).stop_with(signal));
                 leaves += 1;
             } else {
                 let i = rng.gen_range(0..live.len());
@@ -851,20 +913,30 @@ fn churn_never_gives_a_partition_to_two_members_and_loses_no_record() {
         seen.epochs.len(),
         seen.most_members
     );
-    assert!(seen.most_members >= 2, "the observer saw the churn: {seen:?}");
-    let last_seen: BTreeMap<u32, i64> = seen
-        .committed
-        .iter()
-        .map(|((_, p), &o)| (*p, o))
-        .collect();
+    assert!(
+        seen.most_members >= 2,
+        "the observer saw the churn: {seen:?}"
+    );
+    let last_seen: BTreeMap<u32, i64> = seen.committed.iter().map(|((_, p), &o)| (*p, o)).collect();
     assert_eq!(last_seen, ends, "the observer saw the final commits");
 }
 
 // ---------------------------------------------------------------------------------------------
 // 3. Restarts
 
-/// What a restart must keep: every group's listing and committed offsets.
-fn group_state(conn: &mut Connection) -> Vec<(String, GroupState, i32, u32, BTreeMap<u32, i64>)> {
+/// What a restart must keep of a group.
+#[derive(Debug, PartialEq)]
+struct Kept {
+    group: String,
+    state: GroupState,
+    epoch: i32,
+    members: u32,
+    /// Committed offsets of topic `r`.
+    offsets: BTreeMap<u32, i64>,
+}
+
+/// Every group's listing and committed offsets (DescribeGroup and OffsetFetch must agree).
+fn group_state(conn: &mut Connection) -> Vec<Kept> {
     let listing = conn.list_groups().expect("list groups");
     listing
         .into_iter()
@@ -878,7 +950,13 @@ fn group_state(conn: &mut Connection) -> Vec<(String, GroupState, i32, u32, BTre
                 .map(|c| (c.partition, c.offset))
                 .collect();
             assert_eq!(offsets, fetched, "describe and offset fetch agree");
-            (g.group, g.state, g.group_epoch, g.members, offsets)
+            Kept {
+                group: g.group,
+                state: g.state,
+                epoch: g.group_epoch,
+                members: g.members,
+                offsets,
+            }
         })
         .collect()
 }
@@ -887,7 +965,7 @@ fn group_state(conn: &mut Connection) -> Vec<(String, GroupState, i32, u32, BTre
 fn committed_offsets_and_groups_survive_a_clean_restart_and_a_kill() {
     const PARTITIONS: u32 = 3;
     const KEYS: u64 = 30;
-    const IDLE: &[&str] = &["--from-beginning", "--idle-timeout-ms", "1500"];
+    const IDLE: &[&str] = &["--from-beginning", "--idle-timeout-ms", IDLE_TIMEOUT_MS];
     let mut broker = Broker::start(1, GROUP_FLAGS);
     let addr = broker.addr();
     create_topic(&addr, "r", PARTITIONS);
@@ -898,7 +976,12 @@ fn committed_offsets_and_groups_survive_a_clean_restart_and_a_kill() {
     g1_args.extend(["--assignor", "range"]);
     let first = consume_group(&addr, "r", "g1", &g1_args);
     assert_eq!(values(&first), (0..300).collect::<Vec<_>>());
-    let g2_first = consume_group(&addr, "r", "g2", &["--from-beginning", "--max-messages", "100"]);
+    let g2_first = consume_group(
+        &addr,
+        "r",
+        "g2",
+        &["--from-beginning", "--max-messages", "100"],
+    );
     assert_eq!(g2_first.len(), 100);
     // Records produced after the commits.
     produce_keyed(&addr, "r", 300..330, KEYS);
@@ -906,10 +989,14 @@ fn committed_offsets_and_groups_survive_a_clean_restart_and_a_kill() {
     let mut conn = broker.connect();
     let before = group_state(&mut conn);
     assert_eq!(
-        before.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        before.iter().map(|g| g.group.as_str()).collect::<Vec<_>>(),
         ["g1", "g2"]
     );
-    assert_eq!(before[1].4.values().sum::<i64>(), 100, "g2 committed what it printed");
+    assert_eq!(
+        before[1].offsets.values().sum::<i64>(),
+        100,
+        "g2 committed what it printed"
+    );
     drop(conn);
 
     broker.stop_clean();
@@ -919,10 +1006,16 @@ fn committed_offsets_and_groups_survive_a_clean_restart_and_a_kill() {
     let d = describe(&mut conn, "g1");
     assert_eq!((d.state, d.assignor.as_str()), (GroupState::Empty, "range"));
     assert!(d.members.is_empty());
-    let listed = run(at(&broker.addr(), &["group", "list"]), None).ok().stdout;
+    let listed = run(at(&broker.addr(), &["group", "list"]), None)
+        .ok()
+        .stdout;
     assert!(
-        listed.lines().any(|l| l.split_whitespace().next() == Some("g1"))
-            && listed.lines().any(|l| l.split_whitespace().next() == Some("g2")),
+        listed
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some("g1"))
+            && listed
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some("g2")),
         "{listed}"
     );
 
@@ -948,7 +1041,11 @@ fn committed_offsets_and_groups_survive_a_clean_restart_and_a_kill() {
     broker.restart_on_new_ports();
     let addr = broker.addr();
     let mut conn = broker.connect();
-    assert_eq!(group_state(&mut conn), before, "after SIGKILL and a restart");
+    assert_eq!(
+        group_state(&mut conn),
+        before,
+        "after SIGKILL and a restart"
+    );
     produce_keyed(&addr, "r", 350..360, KEYS);
     let resumed = consume_group(&addr, "r", "g1", IDLE);
     assert_eq!(values(&resumed), (350..360).collect::<Vec<_>>());
@@ -969,7 +1066,10 @@ fn the_coordinator_refuses_stale_unknown_and_invalid_requests_clearly() {
     // Member A joins and gets every partition.
     let a = heartbeat(&mut conn, "g", "", MEMBER_EPOCH_JOIN, "e", &[]).expect("join a");
     assert!(!a.member_id.is_empty() && a.member_epoch > 0, "{a:?}");
-    assert!(a.heartbeat_interval_ms > 0 && a.heartbeat_interval_ms <= 200, "{a:?}");
+    assert!(
+        a.heartbeat_interval_ms > 0 && a.heartbeat_interval_ms <= 200,
+        "{a:?}"
+    );
     let mut a_owned = a.assignment.clone();
     let mut a_epoch = a.member_epoch;
     let deadline = Instant::now() + STATE_TIMEOUT;
@@ -985,13 +1085,20 @@ fn the_coordinator_refuses_stale_unknown_and_invalid_requests_clearly() {
 
     // Member B joins: A must release two partitions before anyone gets them.
     let b = heartbeat(&mut conn, "g", "", MEMBER_EPOCH_JOIN, "e", &[]).expect("join b");
-    assert!(flat(&b.assignment).is_empty(), "A still owns everything: {b:?}");
+    assert!(
+        flat(&b.assignment).is_empty(),
+        "A still owns everything: {b:?}"
+    );
     let r = heartbeat(&mut conn, "g", &a.member_id, a_epoch, "e", &a_owned).unwrap();
     assert_eq!(flat(&r.assignment).len(), 2, "{r:?}");
     assert_eq!(r.member_epoch, old_epoch, "not advanced while revoking");
     let d = describe(&mut conn, "g");
     assert_eq!(d.state, GroupState::Reconciling, "{d:#?}");
-    let da = d.members.iter().find(|m| m.member_id == a.member_id).unwrap();
+    let da = d
+        .members
+        .iter()
+        .find(|m| m.member_id == a.member_id)
+        .unwrap();
     assert_eq!(
         (flat(&da.assignment).len(), flat(&da.revoking).len()),
         (2, 2),
@@ -1129,7 +1236,11 @@ fn the_coordinator_refuses_stale_unknown_and_invalid_requests_clearly() {
             ErrorCode::UnknownGroup,
             &[&unknown],
         );
-        assert_refused(conn.delete_group(group), ErrorCode::UnknownGroup, &[&unknown]);
+        assert_refused(
+            conn.delete_group(group),
+            ErrorCode::UnknownGroup,
+            &[&unknown],
+        );
         assert_refused(
             conn.offset_fetch(group, &[]),
             ErrorCode::UnknownGroup,
@@ -1147,7 +1258,11 @@ fn the_coordinator_refuses_stale_unknown_and_invalid_requests_clearly() {
         ErrorCode::InvalidGroup,
         &[invalid],
     );
-    assert_refused(conn.delete_group("a b"), ErrorCode::InvalidGroup, &[invalid]);
+    assert_refused(
+        conn.delete_group("a b"),
+        ErrorCode::InvalidGroup,
+        &[invalid],
+    );
     assert_refused(
         conn.offset_fetch("a b", &[]),
         ErrorCode::InvalidGroup,
@@ -1177,21 +1292,44 @@ fn the_coordinator_refuses_stale_unknown_and_invalid_requests_clearly() {
     for args in [
         &["group", "describe", "nope"][..],
         &["group", "delete", "nope"],
-        &["group", "reset-offsets", "nope", "--topic", "e", "--to-earliest"],
+        &[
+            "group",
+            "reset-offsets",
+            "nope",
+            "--topic",
+            "e",
+            "--to-earliest",
+        ],
     ] {
         run(at(&addr, args), None).fails_with(&["unknown group \"nope\""]);
     }
     for args in [
         &["group", "describe", "a b"][..],
         &["group", "delete", "a b"],
-        &["group", "reset-offsets", "a b", "--topic", "e", "--to-latest"],
+        &[
+            "group",
+            "reset-offsets",
+            "a b",
+            "--topic",
+            "e",
+            "--to-latest",
+        ],
     ] {
         run(at(&addr, args), None).fails_with(&[invalid]);
     }
+    // Were the refusal ignored, the member would exit 0 after this long instead.
+    const REFUSED_MEMBER_IDLE_MS: &str = "5000";
     let out = run(
         at(
             &addr,
-            &["consume", "e", "--group", "a b", "--idle-timeout-ms", "5000"],
+            &[
+                "consume",
+                "e",
+                "--group",
+                "a b",
+                "--idle-timeout-ms",
+                REFUSED_MEMBER_IDLE_MS,
+            ],
         ),
         None,
     );
@@ -1222,7 +1360,7 @@ fn reset_rows(stdout: &str) -> Vec<(u32, i64)> {
 fn group_commands_list_delete_and_reset_only_while_empty() {
     const PARTITIONS: u32 = 3;
     const KEYS: u64 = 30;
-    const IDLE: &[&str] = &["--from-beginning", "--idle-timeout-ms", "1000"];
+    const IDLE: &[&str] = &["--from-beginning", "--idle-timeout-ms", IDLE_TIMEOUT_MS];
     let broker = Broker::start(1, GROUP_FLAGS);
     let addr = broker.addr();
     create_topic(&addr, "s", PARTITIONS);
@@ -1232,7 +1370,11 @@ fn group_commands_list_delete_and_reset_only_while_empty() {
     assert!(ends.values().all(|&e| e > 5), "{ends:?}");
 
     let out = run(at(&addr, &["group", "list"]), None).ok();
-    assert_eq!(out.stdout.trim(), "GROUP  STATE  EPOCH  MEMBERS", "no groups yet");
+    assert_eq!(
+        out.stdout.trim(),
+        "GROUP  STATE  EPOCH  MEMBERS",
+        "no groups yet"
+    );
 
     // A member that stays.
     let member = Member::spawn(1, &addr, "s", "cg", &[]);
@@ -1254,7 +1396,9 @@ fn group_commands_list_delete_and_reset_only_while_empty() {
         "{}",
         out.stdout
     );
-    let described = run(at(&addr, &["group", "describe", "cg"]), None).ok().stdout;
+    let described = run(at(&addr, &["group", "describe", "cg"]), None)
+        .ok()
+        .stdout;
     assert!(
         described.starts_with("group \"cg\": Stable, epoch ")
             && described.contains(&d.members[0].member_id)
@@ -1266,7 +1410,14 @@ fn group_commands_list_delete_and_reset_only_while_empty() {
     run(
         at(
             &addr,
-            &["group", "reset-offsets", "cg", "--topic", "s", "--to-earliest"],
+            &[
+                "group",
+                "reset-offsets",
+                "cg",
+                "--topic",
+                "s",
+                "--to-earliest",
+            ],
         ),
         None,
     )
@@ -1278,7 +1429,10 @@ fn group_commands_list_delete_and_reset_only_while_empty() {
         std::thread::sleep(POLL_INTERVAL);
     }
     let ended = member.stop();
-    assert_eq!(values(&parse_printed(&ended.stdout)), (0..90).collect::<Vec<_>>());
+    assert_eq!(
+        values(&parse_printed(&ended.stdout)),
+        (0..90).collect::<Vec<_>>()
+    );
     let d = describe(&mut conn, "cg");
     assert_eq!(d.state, GroupState::Empty, "{d:#?}");
     assert_eq!(committed(&d, "s"), ends);
@@ -1293,7 +1447,11 @@ fn group_commands_list_delete_and_reset_only_while_empty() {
 
     assert_eq!(reset(&["--to-earliest"]), all_at(&|_| 0));
     let again = consume_group(&addr, "s", "cg", IDLE);
-    assert_eq!(values(&again), (0..90).collect::<Vec<_>>(), "from the earliest");
+    assert_eq!(
+        values(&again),
+        (0..90).collect::<Vec<_>>(),
+        "from the earliest"
+    );
 
     assert_eq!(reset(&["--to-offset", "5"]), all_at(&|_| 5));
     let again = consume_group(&addr, "s", "cg", IDLE);
@@ -1306,10 +1464,7 @@ fn group_commands_list_delete_and_reset_only_while_empty() {
     assert_eq!(got, want, "from offset 5 of each partition");
 
     // One partition only; past the end is moved to the end.
-    assert_eq!(
-        reset(&["--to-offset", "2", "--partition", "1"]),
-        [(1, 2)]
-    );
+    assert_eq!(reset(&["--to-offset", "2", "--partition", "1"]), [(1, 2)]);
     assert_eq!(
         reset(&["--to-offset", "1000000", "--partition", "0"]),
         [(0, ends[&0])]
@@ -1332,7 +1487,14 @@ fn group_commands_list_delete_and_reset_only_while_empty() {
     run(
         at(
             &addr,
-            &["group", "reset-offsets", "cg", "--topic", "nope", "--to-earliest"],
+            &[
+                "group",
+                "reset-offsets",
+                "cg",
+                "--topic",
+                "nope",
+                "--to-earliest",
+            ],
         ),
         None,
     )
@@ -1361,10 +1523,11 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 #[test]
 fn the_offsets_log_is_compacted_and_replays_the_latest_offsets() {
-    const PARTITIONS: u32 = 64;
+    /// Partitions per commit: with their metadata, a commit stays under the 64 KiB header limit.
+    const PARTITIONS: u32 = 12;
     /// Metadata kept with each offset: large, so the log grows fast.
     const METADATA_BYTES: usize = 4000;
-    const COMMITS: i64 = 100;
+    const COMMITS: i64 = 500;
     let metadata = |round: i64, p: u32| {
         let unit = format!("{round}-{p}-");
         unit.repeat(METADATA_BYTES / unit.len() + 1)[..METADATA_BYTES].to_string()
@@ -1417,11 +1580,7 @@ fn the_offsets_log_is_compacted_and_replays_the_latest_offsets() {
     let want: Vec<(u32, i64, String)> = (0..PARTITIONS)
         .map(|p| {
             let round = COMMITS - 1;
-            (
-                p,
-                round * 1000 + i64::from(p),
-                metadata(round, p),
-            )
+            (p, round * 1000 + i64::from(p), metadata(round, p))
         })
         .collect();
     assert_eq!(latest(&mut conn), want);
@@ -1437,11 +1596,457 @@ fn the_offsets_log_is_compacted_and_replays_the_latest_offsets() {
     );
     broker.restart();
     let mut conn = broker.connect();
-    assert_eq!(latest(&mut conn), want, "the latest offsets after a restart");
+    assert_eq!(
+        latest(&mut conn),
+        want,
+        "the latest offsets after a restart"
+    );
     let listing = conn.list_groups().unwrap();
     assert_eq!(listing.len(), 1);
     assert_eq!(
-        (listing[0].group.as_str(), listing[0].state, listing[0].members),
+        (
+            listing[0].group.as_str(),
+            listing[0].state,
+            listing[0].members
+        ),
         ("big", GroupState::Empty, 0)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Subscriptions and the rebalance timeout
+
+#[test]
+fn a_topic_created_after_joining_is_assigned() {
+    let broker = Broker::start(1, GROUP_FLAGS);
+    let mut conn = broker.connect();
+    let j = heartbeat(&mut conn, "late", "", MEMBER_EPOCH_JOIN, "later", &[]).unwrap();
+    assert!(flat(&j.assignment).is_empty(), "no such topic yet: {j:?}");
+    create_topic(&broker.addr(), "later", 3);
+    let r = heartbeat(
+        &mut conn,
+        "late",
+        &j.member_id,
+        j.member_epoch,
+        "later",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        flat(&r.assignment),
+        (0..3).map(|p| ("later".to_string(), p)).collect(),
+        "{r:?}"
+    );
+    assert!(r.member_epoch > j.member_epoch, "{r:?}");
+    let d = heartbeat(
+        &mut conn,
+        "late",
+        &j.member_id,
+        r.member_epoch,
+        "later",
+        &r.assignment,
+    )
+    .unwrap();
+    assert_eq!(d.assignment, r.assignment);
+    assert_eq!(describe(&mut conn, "late").state, GroupState::Stable);
+}
+
+#[test]
+fn a_member_that_never_releases_is_removed_after_the_rebalance_timeout() {
+    const REBALANCE_TIMEOUT_MS: &str = "1000";
+    let broker = Broker::start(
+        1,
+        &[
+            GROUP_FLAGS,
+            &["--group-rebalance-timeout-ms", REBALANCE_TIMEOUT_MS],
+        ]
+        .concat(),
+    );
+    create_topic(&broker.addr(), "e", 4);
+    let mut conn = broker.connect();
+    let a = heartbeat(&mut conn, "g", "", MEMBER_EPOCH_JOIN, "e", &[]).unwrap();
+    let everything = a.assignment.clone();
+    assert_eq!(flat(&everything).len(), 4, "{a:?}");
+    let b = heartbeat(&mut conn, "g", "", MEMBER_EPOCH_JOIN, "e", &[]).unwrap();
+    // A keeps heartbeating, and keeps claiming everything.
+    let r = heartbeat(
+        &mut conn,
+        "g",
+        &a.member_id,
+        a.member_epoch,
+        "e",
+        &everything,
+    )
+    .unwrap();
+    assert_eq!(flat(&r.assignment).len(), 2, "two are being revoked: {r:?}");
+    let deadline = Instant::now() + STATE_TIMEOUT;
+    let removed = loop {
+        assert!(Instant::now() < deadline, "A was never removed");
+        let d = describe(&mut conn, "g");
+        let held: usize = d
+            .members
+            .iter()
+            .map(|m| flat(&m.assignment).len() + flat(&m.revoking).len())
+            .sum();
+        assert!(held <= 4, "a partition held twice: {d:#?}");
+        let rb = heartbeat(&mut conn, "g", &b.member_id, b.member_epoch, "e", &[]).unwrap();
+        match heartbeat(
+            &mut conn,
+            "g",
+            &a.member_id,
+            a.member_epoch,
+            "e",
+            &everything,
+        ) {
+            Ok(r) => {
+                assert!(flat(&rb.assignment).is_empty(), "B got a partition A holds");
+                assert_eq!(flat(&r.assignment).len(), 2, "{r:?}");
+            }
+            Err(e) => break e,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_refused::<()>(
+        Err(removed),
+        ErrorCode::UnknownMember,
+        &[&format!("{:?}", a.member_id)],
+    );
+    // B gets everything.
+    let mut b_epoch = b.member_epoch;
+    let mut owned = Vec::new();
+    while flat(&owned).len() < 4 {
+        assert!(Instant::now() < deadline, "B never got everything");
+        let rb = heartbeat(&mut conn, "g", &b.member_id, b_epoch, "e", &owned).unwrap();
+        (owned, b_epoch) = (rb.assignment, rb.member_epoch);
+    }
+    let d = describe(&mut conn, "g");
+    assert_eq!(
+        (d.state, d.members.len()),
+        (GroupState::Stable, 1),
+        "{d:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Sizes: wide topics and large offset metadata
+
+#[test]
+fn a_group_on_a_thousand_partition_topic_commits_fetches_and_describes() {
+    const PARTITIONS: u32 = 1000;
+    const RECORDS: u64 = 2000;
+    const TOPIC: &str = "orders.wide";
+    let broker = Broker::start(1, GROUP_FLAGS);
+    let addr = broker.addr();
+    create_topic(&addr, TOPIC, PARTITIONS);
+    produce_keyed(&addr, TOPIC, 0..RECORDS, RECORDS);
+    let mut conn = broker.connect();
+    let ends = log_ends(&mut conn, TOPIC, PARTITIONS);
+    let mut failures: Vec<String> = Vec::new();
+
+    // Group "seeded": offsets at the log ends, committed 200 partitions at a time.
+    let j = heartbeat(&mut conn, "seeded", "", MEMBER_EPOCH_JOIN, TOPIC, &[]).unwrap();
+    heartbeat(
+        &mut conn,
+        "seeded",
+        &j.member_id,
+        MEMBER_EPOCH_LEAVE,
+        TOPIC,
+        &[],
+    )
+    .unwrap();
+    let all: Vec<(u32, i64)> = ends.iter().map(|(&p, &o)| (p, o)).collect();
+    for chunk in all.chunks(200) {
+        let results = commit(&mut conn, "seeded", "", MEMBER_EPOCH_ADMIN, TOPIC, chunk)
+            .expect("admin commit of 200 offsets");
+        assert!(results.iter().all(|r| r.error == ErrorCode::None));
+    }
+    match conn.offset_fetch("seeded", &[]) {
+        Ok(list) => {
+            let got: BTreeMap<u32, i64> = list.iter().map(|c| (c.partition, c.offset)).collect();
+            if got != ends {
+                failures.push("OffsetFetch of 1000 offsets: wrong offsets".into());
+            }
+        }
+        Err(e) => {
+            failures.push(format!("OffsetFetch of 1000 committed offsets fails: {e}"));
+            conn = broker.connect();
+        }
+    }
+    match conn.describe_group("seeded") {
+        Ok(d) if committed(&d, TOPIC) == ends => {}
+        Ok(_) => failures.push("DescribeGroup of 1000 offsets: wrong offsets".into()),
+        Err(e) => {
+            failures.push(format!(
+                "DescribeGroup with 1000 committed offsets fails: {e}"
+            ));
+        }
+    }
+    let out = run(at(&addr, &["group", "describe", "seeded"]), None);
+    if !out.status.success() {
+        failures.push(format!(
+            "strata group describe seeded: {}",
+            out.stderr.trim()
+        ));
+    }
+    // A member of "seeded" resumes at the ends: nothing to print.
+    let out = run(
+        at(
+            &addr,
+            &[
+                "consume",
+                TOPIC,
+                "--group",
+                "seeded",
+                "--idle-timeout-ms",
+                IDLE_TIMEOUT_MS,
+            ],
+        ),
+        None,
+    );
+    if !out.status.success() || !out.stdout.is_empty() {
+        failures.push(format!(
+            "strata consume --group seeded (committed at the ends): {}, {} bytes printed, stderr {:?}",
+            out.status,
+            out.stdout.len(),
+            out.stderr.trim()
+        ));
+    }
+
+    // Group "fresh": one member owns all 1000 partitions and commits them when it exits.
+    let out = run(
+        at(
+            &addr,
+            &[
+                "consume",
+                TOPIC,
+                "--group",
+                "fresh",
+                "--from-beginning",
+                "--idle-timeout-ms",
+                IDLE_TIMEOUT_MS,
+                "--format",
+                FORMAT,
+            ],
+        ),
+        None,
+    );
+    let printed = parse_printed(&out.stdout);
+    if values(&printed) != (0..RECORDS).collect::<Vec<_>>() {
+        failures.push(format!(
+            "strata consume --group fresh printed {} of {RECORDS} records",
+            printed.len()
+        ));
+    }
+    if !out.status.success() {
+        failures.push(format!(
+            "strata consume --group fresh owning 1000 partitions fails at exit ({}): {}",
+            out.status,
+            out.stderr.trim()
+        ));
+    }
+    // Its commits, seen by a connection of its own, 200 partitions a time through a member.
+    let mut conn = broker.connect();
+    match conn.offset_fetch("fresh", &[TOPIC.to_string()]) {
+        Ok(list) if list.len() == PARTITIONS as usize => {}
+        Ok(list) => failures.push(format!(
+            "group fresh: {} of 1000 partitions committed after its member exited",
+            list.len()
+        )),
+        Err(e) => failures.push(format!("OffsetFetch of group fresh: {e}")),
+    }
+    let out = run(
+        at(
+            &addr,
+            &[
+                "group",
+                "reset-offsets",
+                "seeded",
+                "--topic",
+                TOPIC,
+                "--to-earliest",
+            ],
+        ),
+        None,
+    );
+    if !out.status.success() {
+        failures.push(format!(
+            "strata group reset-offsets of 1000 partitions: {}",
+            out.stderr.trim()
+        ));
+    }
+    assert!(
+        failures.is_empty(),
+        "a group on a 1000-partition topic:\n  {}",
+        failures.join("\n  ")
+    );
+}
+
+#[test]
+fn concurrent_commits_with_large_metadata_are_all_durable() {
+    const PARTITIONS: u32 = 14;
+    /// Within the coordinator's limit of 4096 bytes.
+    const METADATA_BYTES: usize = 4000;
+    const CONNECTIONS: usize = 8;
+    /// Commits each connection pipelines per round.
+    const PIPELINED: usize = 25;
+    const ROUNDS: usize = 2;
+    let broker = Broker::start(1, GROUP_FLAGS);
+    create_topic(&broker.addr(), "m", PARTITIONS);
+    let mut conn = broker.connect();
+    // A member of another group, which has nothing to do with the commits.
+    let bystander = heartbeat(&mut conn, "other", "", MEMBER_EPOCH_JOIN, "m", &[]).unwrap();
+    let j = heartbeat(&mut conn, "meta", "", MEMBER_EPOCH_JOIN, "m", &[]).unwrap();
+    heartbeat(
+        &mut conn,
+        "meta",
+        &j.member_id,
+        MEMBER_EPOCH_LEAVE,
+        "m",
+        &[],
+    )
+    .unwrap();
+
+    let mut conns: Vec<Connection> = (0..CONNECTIONS).map(|_| broker.connect()).collect();
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    let mut last = 0;
+    for round in 0..ROUNDS {
+        for (c, conn) in conns.iter_mut().enumerate() {
+            for i in 0..PIPELINED {
+                last = ((round * CONNECTIONS + c) * PIPELINED + i) as i64;
+                let offsets = (0..PARTITIONS)
+                    .map(|p| CommitOffset {
+                        topic: "m".into(),
+                        partition: p,
+                        offset: last,
+                        metadata: "m".repeat(METADATA_BYTES),
+                    })
+                    .collect();
+                let req = OffsetCommitRequest {
+                    group: "meta".into(),
+                    member_id: String::new(),
+                    member_epoch: MEMBER_EPOCH_ADMIN,
+                    offsets,
+                };
+                conn.send(strata::protocol::RequestBody::OffsetCommit(req), &[])
+                    .expect("send a commit");
+            }
+        }
+        for conn in &mut conns {
+            while conn.in_flight() > 0 {
+                let (resp, _) = conn.receive().expect("a commit's answer");
+                if resp.error != ErrorCode::None {
+                    let msg = resp.message.unwrap_or_default();
+                    *refused
+                        .entry(format!("{}: {}", resp.error, &msg[..msg.len().min(200)]))
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+    // A member of another group has nothing to do with these commits: it is still a member.
+    let still_member = heartbeat(
+        &mut conn,
+        "other",
+        &bystander.member_id,
+        bystander.member_epoch,
+        "m",
+        &bystander.assignment,
+    );
+    let total = ROUNDS * CONNECTIONS * PIPELINED;
+    assert!(
+        refused.is_empty(),
+        "of {total} commits of {PARTITIONS} offsets with {METADATA_BYTES} bytes of metadata each, \
+         refused: {refused:#?}\n(and the member of another group: {still_member:?})"
+    );
+    still_member.expect("a member of another group is untouched by these commits");
+    // The offsets are those of commits that were made.
+    let fetched = conn.offset_fetch("meta", &[]).unwrap();
+    assert_eq!(fetched.len(), PARTITIONS as usize);
+    assert!(fetched.iter().all(|c| c.offset <= last), "{last}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Broker restarts under live members, and deleted topics
+
+#[test]
+fn members_keep_reading_across_a_broker_restart_without_reading_twice() {
+    const RECORDS: u64 = 2_000;
+    let mut broker = Broker::start(1, GROUP_FLAGS);
+    let addr = broker.addr();
+    create_topic(&addr, "r", 4);
+    produce_keyed(&addr, "r", 0..RECORDS, 16);
+    // Long idle timeouts: the members must outlive the restart.
+    let members: Vec<Member> = (0..2)
+        .map(|id| Member::spawn(id, &addr, "r", "rg", &["--idle-timeout-ms", "6000"]))
+        .collect();
+    let mut conn = broker.connect();
+    wait_for_group(&mut conn, "rg", "Stable with 2 members", |d| {
+        d.state == GroupState::Stable && d.members.len() == 2
+    });
+    let deadline = Instant::now() + STATE_TIMEOUT;
+    while members.iter().map(Member::lines_printed).sum::<usize>() < RECORDS as usize {
+        assert!(
+            Instant::now() < deadline,
+            "the members did not read everything"
+        );
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    drop(conn);
+    broker.stop_clean();
+    broker.restart();
+    produce_keyed(&addr, "r", RECORDS..2 * RECORDS, 16);
+    let mut printed = Vec::new();
+    for m in members {
+        let e = m.wait();
+        assert!(
+            e.status.success(),
+            "member {} exited with {} after the restart; stderr:\n{}",
+            e.id,
+            e.status,
+            e.stderr
+        );
+        printed.extend(parse_printed(&e.stdout));
+    }
+    // Each member kept its partitions across the restart and carried on from its position:
+    // every record exactly once.
+    assert_eq!(values(&printed), (0..2 * RECORDS).collect::<Vec<_>>());
+}
+
+#[test]
+fn offsets_of_a_deleted_topic_are_forgotten_and_a_new_topic_starts_fresh() {
+    let broker = Broker::start(1, GROUP_FLAGS);
+    let addr = broker.addr();
+    create_topic(&addr, "d", 1);
+    produce_keyed(&addr, "d", 0..50, 1);
+    let first = consume_group(
+        &addr,
+        "d",
+        "dg",
+        &["--from-beginning", "--max-messages", "40"],
+    );
+    assert_eq!(first.len(), 40);
+    let mut conn = broker.connect();
+    assert_eq!(
+        committed(&describe(&mut conn, "dg"), "d"),
+        BTreeMap::from([(0, 40)])
+    );
+
+    run(at(&addr, &["topic", "delete", "d"]), None).ok();
+    let d = describe(&mut conn, "dg");
+    assert!(
+        committed(&d, "d").is_empty(),
+        "offsets outlived the topic: {d:?}"
+    );
+
+    // The same name again: its records are new, and the group reads them from the start.
+    create_topic(&addr, "d", 1);
+    produce_keyed(&addr, "d", 1_000..1_010, 1);
+    let again = consume_group(
+        &addr,
+        "d",
+        "dg",
+        &["--from-beginning", "--idle-timeout-ms", IDLE_TIMEOUT_MS],
+    );
+    assert_eq!(values(&again), (1_000..1_010).collect::<Vec<_>>());
+    assert_eq!(again[0].offset, 0);
 }

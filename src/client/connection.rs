@@ -242,6 +242,14 @@ impl Connection {
         };
         let (response, payload) = self.reader.read()?;
         let got_api = response.body.as_ref().map(ResponseBody::api_key);
+        if response.correlation_id != want_id && !response.error.is_ok() && got_api.is_none() {
+            // The broker could not read a request of ours (its correlation id unknown to it)
+            // and closes the connection after this answer: its message says why.
+            return Err(ClientError::Broker {
+                code: response.error,
+                message: response.message.unwrap_or_default(),
+            });
+        }
         if response.correlation_id != want_id || got_api.is_some_and(|a| a != want_api) {
             return Err(ClientError::Mismatch {
                 addr: self.addr(),

@@ -136,6 +136,9 @@ pub struct Consumer {
     rx: mpsc::Receiver<Event>,
     /// Records received but not yet returned by `poll`.
     buffered: VecDeque<ConsumerRecord>,
+    /// Partitions whose fetcher stopped on an error `poll` returned, with their positions, not
+    /// yet taken.
+    failed: Vec<(String, u32, i64)>,
 }
 
 impl Consumer {
@@ -151,6 +154,7 @@ impl Consumer {
             tx,
             rx,
             buffered: VecDeque::new(),
+            failed: Vec::new(),
         })
     }
 
@@ -219,6 +223,12 @@ impl Consumer {
         Ok(())
     }
 
+    /// Partitions no longer read because their fetcher failed (each error was returned by
+    /// `poll` once), with the position they had; seek to read them again.
+    pub fn take_failed(&mut self) -> Vec<(String, u32, i64)> {
+        std::mem::take(&mut self.failed)
+    }
+
     /// Stops reading a partition; its records not yet returned by `poll` are dropped.
     pub fn unassign(&mut self, topic: &str, partition: u32) {
         let topic: Arc<str> = Arc::from(topic);
@@ -281,7 +291,15 @@ impl Consumer {
                     }
                 }
                 Event::Failed { generation, error } => {
-                    if self.fetchers.values().any(|f| f.generation == generation) {
+                    let failed = self
+                        .fetchers
+                        .iter()
+                        .find(|(_, f)| f.generation == generation)
+                        .map(|(key, _)| key.clone());
+                    if let Some(key) = failed {
+                        // The fetcher has stopped: the partition is no longer read.
+                        let f = self.fetchers.remove(&key).expect("found above");
+                        self.failed.push((key.0.to_string(), key.1, f.position));
                         return Err(error);
                     }
                 }

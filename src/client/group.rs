@@ -18,8 +18,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::protocol::{
-    CommitOffset, ErrorCode, GroupHeartbeatRequest, OffsetCommitRequest, TopicPartitions,
-    MEMBER_EPOCH_JOIN, MEMBER_EPOCH_LEAVE,
+    CommitOffset, ErrorCode, GroupHeartbeatRequest, OffsetCommitRequest, OffsetSpec,
+    TopicPartitions, MEMBER_EPOCH_JOIN, MEMBER_EPOCH_LEAVE,
 };
 
 use super::consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
@@ -35,6 +35,11 @@ const POLL_SLICE: Duration = Duration::from_millis(50);
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(200);
 /// Attempts of a commit whose epoch went stale while it was being sent.
 const MAX_COMMIT_ATTEMPTS: u32 = 5;
+/// Attempts of a request of the application thread that failed in a retriable way (a lost
+/// connection, a restarting broker), reconnecting in between.
+const MAX_REQUEST_ATTEMPTS: u32 = 10;
+/// Longest a commit or offset fetch may go unanswered before its connection counts as broken.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a partition without a committed offset starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,8 +94,8 @@ struct Shared {
     owned: BTreeSet<Tp>,
     /// The coordinator dropped the member: release everything (no commit), then rejoin.
     fenced: bool,
-    /// A failure the application must hear about; the member has stopped.
-    fatal: Option<String>,
+    /// A refusal the application must hear about (code, message); the member has stopped.
+    fatal: Option<(ErrorCode, String)>,
     /// Heartbeat now rather than at the interval (something was released).
     heartbeat_now: bool,
     closing: bool,
@@ -111,6 +116,7 @@ impl SharedState {
 
 /// A member of a consumer group.
 pub struct GroupConsumer {
+    bootstrap: String,
     config: GroupConsumerConfig,
     consumer: Consumer,
     /// For commits and offset fetches (the heartbeat thread has its own).
@@ -132,10 +138,19 @@ impl GroupConsumer {
             ));
         }
         let consumer = Consumer::connect(bootstrap, config.consumer.clone())?;
-        let conn = Connection::connect(bootstrap)?.with_client_id(config.client_id.clone());
-        let hb_conn = Connection::connect(bootstrap)?.with_client_id(config.client_id.clone());
+        let conn = connect(bootstrap, &config.client_id, REQUEST_TIMEOUT)?;
+        let hb_conn = connect(
+            bootstrap,
+            &config.client_id,
+            Duration::from_millis(u64::from(config.session_timeout_ms)),
+        )?;
         let shared = Arc::new(SharedState {
-            state: Mutex::new(Shared::default()),
+            state: Mutex::new(Shared {
+                // Chosen here, so that a join whose answer is lost is replaced by its retry
+                // instead of leaving an orphan member holding partitions.
+                member_id: new_member_id(),
+                ..Shared::default()
+            }),
             wake: Condvar::new(),
         });
         let job = Heartbeater {
@@ -148,6 +163,7 @@ impl GroupConsumer {
             .spawn(move || job.run(hb_conn))
             .map_err(|e| ClientError::Invalid(format!("cannot start the heartbeat thread: {e}")))?;
         Ok(GroupConsumer {
+            bootstrap: bootstrap.to_string(),
             config,
             consumer,
             conn,
@@ -190,7 +206,17 @@ impl GroupConsumer {
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let records = self.consumer.poll_max(left.min(POLL_SLICE), max)?;
+            let records = match self.consumer.poll_max(left.min(POLL_SLICE), max) {
+                Ok(records) => records,
+                Err(e) => {
+                    let failed = self.consumer.take_failed();
+                    if failed.is_empty() {
+                        return Err(e);
+                    }
+                    self.release_failed(failed, &e)?;
+                    continue;
+                }
+            };
             if !records.is_empty() || left.is_zero() {
                 return Ok(records);
             }
@@ -225,16 +251,64 @@ impl GroupConsumer {
         }
     }
 
+    /// Partitions whose fetcher gave up (e.g. the committed offset fell out of the log): commit
+    /// what was consumed and release them; the coordinator gives them back at the next
+    /// heartbeat and they restart from the committed offset.
+    fn release_failed(
+        &mut self,
+        failed: Vec<(String, u32, i64)>,
+        error: &ClientError,
+    ) -> Result<(), ClientError> {
+        let offsets: Vec<(Tp, i64)> = failed
+            .into_iter()
+            .map(|(t, p, position)| ((t, p), position))
+            .collect();
+        tracing::warn!(group = %self.config.group, partitions = ?offsets, %error, "fetching failed; releasing the partitions to restart them");
+        self.commit_offsets(&offsets)?;
+        let mut s = self.shared.lock();
+        for (p, _) in &offsets {
+            s.owned.remove(p);
+            self.committed.remove(p);
+        }
+        s.heartbeat_now = true;
+        drop(s);
+        self.shared.wake.notify_all();
+        Ok(())
+    }
+
+    /// Runs `call` on the application's connection, reconnecting and retrying while it fails in
+    /// a retriable way (a lost connection, a broker restarting or briefly failing).
+    fn request<T>(
+        &mut self,
+        mut call: impl FnMut(&mut Connection) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let mut attempt = 1;
+        loop {
+            match call(&mut self.conn) {
+                Err(e) if e.is_retriable() && attempt < MAX_REQUEST_ATTEMPTS => {
+                    tracing::debug!(group = %self.config.group, error = %e, attempt, "request failed; reconnecting");
+                    std::thread::sleep(RECONNECT_BACKOFF * attempt);
+                    if let Ok(c) = connect(&self.bootstrap, &self.config.client_id, REQUEST_TIMEOUT)
+                    {
+                        self.conn = c;
+                    }
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Applies what the heartbeat thread learned: release what was taken (after committing
     /// it), start what was given.
     fn follow_assignment(&mut self) -> Result<(), ClientError> {
         let (fenced, revoke, add) = {
             let s = self.shared.lock();
-            if let Some(msg) = &s.fatal {
-                return Err(ClientError::Invalid(format!(
-                    "group {}: {msg}",
-                    self.config.group
-                )));
+            if let Some((code, message)) = &s.fatal {
+                return Err(ClientError::Broker {
+                    code: *code,
+                    message: message.clone(),
+                });
             }
             let desired = s.desired.clone().unwrap_or_default();
             let revoke: Vec<Tp> = s.owned.difference(&desired).cloned().collect();
@@ -279,7 +353,19 @@ impl GroupConsumer {
                     .filter(|p| desired.contains(p) && s.owned.insert(p.clone()))
                     .collect()
             };
-            self.start(&claimed)?;
+            if let Err(e) = self.start(&claimed) {
+                // Give back what did not start, so it is not reported owned while unread.
+                let mut s = self.shared.lock();
+                for p in &claimed {
+                    if self.consumer.position(&p.0, p.1).is_none() {
+                        s.owned.remove(p);
+                    }
+                }
+                s.heartbeat_now = true;
+                drop(s);
+                self.shared.wake.notify_all();
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -295,8 +381,8 @@ impl GroupConsumer {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let committed: BTreeMap<Tp, i64> = match self.conn.offset_fetch(&self.config.group, &topics)
-        {
+        let group = self.config.group.clone();
+        let committed: BTreeMap<Tp, i64> = match self.request(|c| c.offset_fetch(&group, &topics)) {
             Ok(list) => list
                 .into_iter()
                 .map(|c| ((c.topic, c.partition), c.offset))
@@ -304,16 +390,23 @@ impl GroupConsumer {
             Err(e) if e.code() == Some(ErrorCode::UnknownGroup) => BTreeMap::new(),
             Err(e) => return Err(e),
         };
+        let reset = match self.config.auto_offset_reset {
+            OffsetReset::Earliest => SeekTo::Earliest,
+            OffsetReset::Latest => SeekTo::Latest,
+        };
         for p in partitions {
+            // A committed offset outside the log (retention deleted it, or the topic was
+            // re-created) is no place to start: the reset policy decides, as in Kafka.
             let from = match committed.get(p) {
-                Some(&o) => SeekTo::Offset(o),
-                None => match self.config.auto_offset_reset {
-                    OffsetReset::Earliest => SeekTo::Earliest,
-                    OffsetReset::Latest => SeekTo::Latest,
-                },
+                Some(&o) if self.in_log(p, o)? => SeekTo::Offset(o),
+                Some(&o) => {
+                    tracing::warn!(group = %self.config.group, topic = %p.0, partition = p.1, committed = o, ?reset, "committed offset is outside the log; using the reset policy");
+                    reset
+                }
+                None => reset,
             };
             self.consumer.seek(&p.0, p.1, from)?;
-            if let Some(&o) = committed.get(p) {
+            if let SeekTo::Offset(o) = from {
                 self.committed.insert(p.clone(), o);
             }
             tracing::debug!(group = %self.config.group, topic = %p.0, partition = p.1, ?from, "partition assigned");
@@ -321,25 +414,40 @@ impl GroupConsumer {
         Ok(())
     }
 
+    /// True when `offset` is within the partition's log (from its first offset to its end).
+    fn in_log(&mut self, p: &Tp, offset: i64) -> Result<bool, ClientError> {
+        let (topic, partition) = (p.0.as_str(), p.1);
+        let earliest = self.request(|c| c.list_offsets(topic, partition, OffsetSpec::Earliest))?;
+        let latest = self.request(|c| c.list_offsets(topic, partition, OffsetSpec::Latest))?;
+        Ok(earliest.unwrap_or(0) <= offset && offset <= latest.unwrap_or(0))
+    }
+
     fn commit_owned(&mut self) -> Result<(), ClientError> {
         let owned: Vec<Tp> = self.shared.lock().owned.iter().cloned().collect();
         self.commit_partitions(&owned)
     }
 
-    /// Commits the consumed positions of `partitions` that moved since their last commit.
-    /// A member the coordinator no longer knows cannot commit: that is logged, not an error
-    /// (its partitions are someone else's now and will be read again from the last commit).
+    /// Commits the consumed positions of `partitions`.
     fn commit_partitions(&mut self, partitions: &[Tp]) -> Result<(), ClientError> {
-        let offsets: Vec<CommitOffset> = partitions
+        let offsets: Vec<(Tp, i64)> = partitions
             .iter()
-            .filter_map(|p| {
-                let pos = self.consumer.position(&p.0, p.1)?;
-                (self.committed.get(p) != Some(&pos)).then(|| CommitOffset {
-                    topic: p.0.clone(),
-                    partition: p.1,
-                    offset: pos,
-                    metadata: String::new(),
-                })
+            .filter_map(|p| Some((p.clone(), self.consumer.position(&p.0, p.1)?)))
+            .collect();
+        self.commit_offsets(&offsets)
+    }
+
+    /// Commits `offsets` that moved since their last commit. A member the coordinator no longer
+    /// knows cannot commit: that is logged, not an error (its partitions are someone else's now
+    /// and will be read again from the last commit).
+    fn commit_offsets(&mut self, offsets: &[(Tp, i64)]) -> Result<(), ClientError> {
+        let offsets: Vec<CommitOffset> = offsets
+            .iter()
+            .filter(|(p, pos)| self.committed.get(p) != Some(pos))
+            .map(|((topic, partition), pos)| CommitOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *pos,
+                metadata: String::new(),
             })
             .collect();
         if offsets.is_empty() {
@@ -356,7 +464,7 @@ impl GroupConsumer {
                 member_epoch: epoch,
                 offsets: offsets.clone(),
             };
-            match self.conn.offset_commit(req) {
+            match self.request(|c| c.offset_commit(req.clone())) {
                 Ok(results) => {
                     for r in results {
                         if r.error == ErrorCode::None {
@@ -377,7 +485,9 @@ impl GroupConsumer {
                     if e.code() == Some(ErrorCode::StaleMemberEpoch)
                         && attempt < MAX_COMMIT_ATTEMPTS =>
                 {
-                    std::thread::sleep(Duration::from_millis(10 * u64::from(attempt)));
+                    // A heartbeat answer is on its way (or was lost): ask for one now and
+                    // wait for the new epoch.
+                    self.wait_for_new_epoch(epoch);
                 }
                 Err(e)
                     if matches!(
@@ -388,10 +498,36 @@ impl GroupConsumer {
                     tracing::warn!(group = %self.config.group, error = %e, "commit refused: no longer a member");
                     return Ok(());
                 }
+                Err(e) if e.code() == Some(ErrorCode::StaleMemberEpoch) => {
+                    tracing::warn!(group = %self.config.group, error = %e, "commit refused: the member epoch kept moving");
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             }
         }
         Ok(())
+    }
+
+    /// Has the heartbeat thread heartbeat now, and waits (up to a session timeout) until the
+    /// member's epoch is no longer `epoch`.
+    fn wait_for_new_epoch(&self, epoch: i32) {
+        let deadline =
+            Instant::now() + Duration::from_millis(u64::from(self.config.session_timeout_ms));
+        let mut s = self.shared.lock();
+        s.heartbeat_now = true;
+        self.shared.wake.notify_all();
+        while s.epoch == epoch && !s.closing {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = self
+                .shared
+                .wake
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 }
 
@@ -412,8 +548,10 @@ struct Heartbeater {
 
 impl Heartbeater {
     fn run(self, mut conn: Connection) {
-        let mut interval = Duration::from_millis(u64::from(self.config.session_timeout_ms / 3));
+        let session = Duration::from_millis(u64::from(self.config.session_timeout_ms));
+        let mut interval = session / 3;
         let mut joined_once = false;
+        let mut last_answer = Instant::now();
         loop {
             let req = {
                 let s = self.shared.lock();
@@ -442,11 +580,13 @@ impl Heartbeater {
             match conn.group_heartbeat(req) {
                 Ok(resp) => {
                     joined_once = true;
+                    last_answer = Instant::now();
                     interval = Duration::from_millis(u64::from(resp.heartbeat_interval_ms.max(1)));
                     let mut s = self.shared.lock();
                     s.member_id = resp.member_id;
                     s.epoch = resp.member_epoch;
                     s.desired = Some(from_wire(&resp.assignment));
+                    self.shared.wake.notify_all();
                     drop(self.wait(s, interval));
                 }
                 Err(e) => match e.code() {
@@ -458,16 +598,28 @@ impl Heartbeater {
                         s.desired = Some(BTreeSet::new());
                     }
                     Some(code) if !e.is_retriable() && code != ErrorCode::ShuttingDown => {
+                        let message = match &e {
+                            ClientError::Broker { message, .. } => message.clone(),
+                            other => other.to_string(),
+                        };
                         let mut s = self.shared.lock();
-                        s.fatal = Some(e.to_string());
+                        s.fatal = Some((code, message));
                         s.left = true;
                         return;
                     }
                     _ => {
                         tracing::debug!(group = %self.config.group, error = %e, "heartbeat failed; reconnecting");
+                        if last_answer.elapsed() >= session {
+                            // The coordinator has dropped us by now: stop reading, rejoin.
+                            let mut s = self.shared.lock();
+                            s.fenced = true;
+                            s.epoch = MEMBER_EPOCH_JOIN;
+                            s.desired = Some(BTreeSet::new());
+                            last_answer = Instant::now();
+                        }
                         std::thread::sleep(RECONNECT_BACKOFF);
-                        if let Ok(c) = Connection::connect(&self.bootstrap) {
-                            conn = c.with_client_id(self.config.client_id.clone());
+                        if let Ok(c) = connect(&self.bootstrap, &self.config.client_id, session) {
+                            conn = c;
                         }
                     }
                 },
@@ -514,6 +666,22 @@ impl Heartbeater {
         s.heartbeat_now = false;
         s
     }
+}
+
+/// A connection whose answers count as lost after `timeout`.
+fn connect(bootstrap: &str, client_id: &str, timeout: Duration) -> Result<Connection, ClientError> {
+    let conn = Connection::connect(bootstrap)?.with_client_id(client_id.to_string());
+    conn.set_read_timeout(Some(timeout))?;
+    Ok(conn)
+}
+
+/// A member id unlikely to be anyone else's: 128 random bits (std's per-process hash keys).
+fn new_member_id() -> String {
+    use std::hash::BuildHasher;
+    let state = std::collections::hash_map::RandomState::new();
+    let a = state.hash_one(std::process::id());
+    let b = state.hash_one(Instant::now());
+    format!("{a:016x}{b:016x}")
 }
 
 fn to_wire(partitions: &BTreeSet<Tp>) -> Vec<TopicPartitions> {

@@ -230,7 +230,8 @@ fn round_robin(problem: &Problem) -> Owners {
 /// 3. place: every unowned partition goes to the least loaded subscriber of its topic (topics
 ///    with fewer subscribers first, ties by member id);
 /// 4. rebalance: while some member holds a partition whose topic has a subscriber holding at least
-///    2 fewer partitions, one such partition moves to the least loaded such subscriber.
+///    2 fewer partitions, one such partition of the most loaded such member moves to the least
+///    loaded such subscriber.
 fn sticky(problem: &Problem, current: &Assignment) -> Owners {
     let groups = SubscriberGroups::new(problem);
     let mut holdings = Holdings::new(problem);
@@ -476,43 +477,55 @@ impl<'p, 'a> Balancer<'p, 'a> {
         }
     }
 
-    /// Step 4: passes over the members, most loaded first, each shedding partitions while it
-    /// can; done after a pass that moves nothing. Terminates: every move lowers the sum of the
-    /// squared loads by at least 2.
+    /// Step 4: one move at a time, always from the most loaded member that has an improving move
+    /// (ties by member id), to the least loaded subscriber of one of its topics; done when no
+    /// member has one. Letting one donor shed all it can instead would drop it below members that
+    /// still have to shed, and it would then receive their partitions. With identical
+    /// subscriptions a member that sheds never receives: it sheds at the maximum load `l`, the
+    /// maximum never rises, and a receiver holds at most the maximum minus 2, so at most `l - 2`.
+    /// Terminates: every move lowers the sum of the squared loads by at least 2.
     fn rebalance(&mut self) {
+        let mut donors: BTreeSet<(Reverse<usize>, usize)> = (0..self.problem.members.len())
+            .map(|m| (Reverse(self.holdings.load[m]), m))
+            .collect();
         loop {
-            let mut donors: Vec<usize> = (0..self.problem.members.len()).collect();
-            donors.sort_unstable_by_key(|&m| (Reverse(self.holdings.load[m]), m));
-            let mut moved = false;
-            for donor in donors {
-                while self.shed_one(donor) {
-                    moved = true;
-                }
-            }
-            if !moved {
+            // A member holding fewer than the least loaded member plus 2 has no improving move,
+            // nor has anyone after it.
+            let Some(&(Reverse(min_load), _)) = donors.last() else {
                 return;
+            };
+            let next = donors
+                .iter()
+                .take_while(|&&(Reverse(load), _)| load >= min_load + 2)
+                .find_map(|&(_, donor)| Some((donor, self.improving_move(donor)?)));
+            let Some((donor, (topic, partition, receiver))) = next else {
+                return;
+            };
+            for m in [donor, receiver] {
+                donors.remove(&(Reverse(self.holdings.load[m]), m));
+            }
+            self.transfer(topic, partition, receiver);
+            for m in [donor, receiver] {
+                donors.insert((Reverse(self.holdings.load[m]), m));
             }
         }
     }
 
-    /// Moves one partition from `donor` to the least loaded subscriber of one of its topics, if
-    /// that subscriber holds at least 2 fewer partitions (the least loaded over all its topics,
-    /// ties by member id then topic; the topic's highest partition moves).
-    fn shed_one(&mut self, donor: usize) -> bool {
+    /// The move `(topic, partition, receiver)` of one of `donor`'s partitions to the least loaded
+    /// subscriber of its topic, if that subscriber holds at least 2 fewer partitions (the least
+    /// loaded over all of `donor`'s topics, ties by member id then topic; the topic's highest
+    /// partition moves).
+    fn improving_move(&self, donor: usize) -> Option<(usize, u32, usize)> {
         let load = self.holdings.load[donor];
-        let best = self.holdings.held[donor]
+        let ((receiver_load, receiver), topic) = self.holdings.held[donor]
             .keys()
             .map(|&t| (self.least_loaded(t), t))
-            .min();
-        let Some(((receiver_load, receiver), topic)) = best else {
-            return false;
-        };
+            .min()?;
         if load < receiver_load + 2 {
-            return false;
+            return None;
         }
         let partition = *self.holdings.held[donor][&topic].last().unwrap();
-        self.transfer(topic, partition, receiver);
-        true
+        Some((topic, partition, receiver))
     }
 
     /// The owner of every partition; all are owned once placed.
@@ -824,6 +837,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A proptest failure: 5 members, 19 partitions, then "m03" joins; only the newcomer may gain.
+    #[test]
+    fn sticky_adding_a_member_regression() {
+        let topics: BTreeSet<String> = ["a", "b", "d"].iter().map(|t| t.to_string()).collect();
+        let partitions = counts(&[("a", 7), ("b", 6), ("d", 6)]);
+        let ids: BTreeSet<String> = ["m00", "m01", "m02", "m08", "m09"]
+            .iter()
+            .map(|id| id.to_string())
+            .collect();
+        let before =
+            Assignor::Sticky.assign(&uniform(&ids, &topics), &partitions, &Assignment::new());
+        let mut grown = ids.clone();
+        grown.insert("m03".to_string());
+        let after = Assignor::Sticky.assign(&uniform(&grown, &topics), &partitions, &before);
+        assert!(spread(&after) <= 1, "{after:?}");
+        for id in &ids {
+            assert!(
+                after[id].is_subset(&before[id]),
+                "{id} gained partitions: {after:?}"
+            );
+        }
+        let moved: usize = ids
+            .iter()
+            .map(|id| before[id].len() - after[id].len())
+            .sum();
+        assert_eq!(moved, after["m03"].len());
+        assert_eq!(moved, 19 / grown.len());
     }
 
     #[test]

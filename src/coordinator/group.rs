@@ -180,14 +180,31 @@ impl Group {
         debug_assert!(self.target.keys().eq(self.members.keys()));
     }
 
+    /// Makes a member (re)admitted after a restart the holder of the partitions of `owned` that
+    /// nobody holds; returns how many.
+    pub fn adopt(&mut self, id: &str, owned: &BTreeSet<TopicPartition>) -> usize {
+        let member = self.members.get_mut(id).expect("adopt by a member");
+        let mut held = 0;
+        for p in owned {
+            if !self.holder.contains_key(p) {
+                self.holder.insert(p.clone(), member.id.clone());
+                member.assigned.insert(p.clone());
+                held += 1;
+            }
+        }
+        self.debug_check();
+        held
+    }
+
     /// Reconciles one member that reports owning `owned`, per the module doc; returns what it
-    /// may own now. Call `refresh_target` first.
+    /// may own now. Gives nothing new unless `grant`. Call `refresh_target` first.
     pub fn reconcile(
         &mut self,
         id: &str,
         owned: &BTreeSet<TopicPartition>,
         now_ms: u64,
         rebalance_timeout_ms: u64,
+        grant: bool,
     ) -> BTreeSet<TopicPartition> {
         let target = self.target.get(id).cloned().unwrap_or_default();
         let member = self.members.get_mut(id).expect("reconcile of a member");
@@ -224,7 +241,7 @@ impl Group {
                 member.previous_epoch = member.epoch;
                 member.epoch = self.assignment_epoch;
             }
-            for p in target {
+            for p in target.into_iter().filter(|_| grant) {
                 if !self.holder.contains_key(&p) {
                     self.holder.insert(p.clone(), member.id.clone());
                     member.assigned.insert(p);

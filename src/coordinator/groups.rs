@@ -25,6 +25,9 @@ pub const DEFAULT_MAX_SESSION_TIMEOUT_MS: u32 = 300_000;
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u32 = 1_000;
 /// How long a member may take to release revoked partitions before it is removed, by default.
 pub const DEFAULT_REBALANCE_TIMEOUT_MS: u32 = 60_000;
+/// Slack on top of two heartbeat intervals in the rejoin window after a restart: a member's
+/// reconnect backoff and one failed attempt.
+const REJOIN_SLACK_MS: u64 = 1_000;
 
 /// The broker's settings for consumer groups. Invariant: `min_session_timeout_ms <=
 /// max_session_timeout_ms`, all positive.
@@ -37,6 +40,12 @@ pub struct GroupConfig {
 }
 
 impl GroupConfig {
+    /// How long after a restart members may rejoin with what they hold before partitions are
+    /// given out: every live member heartbeats within one interval.
+    pub fn rejoin_window_ms(&self) -> u64 {
+        2 * u64::from(self.heartbeat_interval_ms) + REJOIN_SLACK_MS
+    }
+
     /// Checks the invariant; the message names the setting.
     pub fn validate(&self) -> Result<(), String> {
         if self.min_session_timeout_ms == 0 {
@@ -99,6 +108,10 @@ pub struct Groups {
     next_member: u64,
     entries: Vec<Entry>,
     earliest_deadline: u64,
+    /// Until then, in the groups loaded at start-up, a member unknown to this run may rejoin
+    /// holding what it reports owned, and nobody is given a partition (`open_rejoin_window`).
+    rejoin_until_ms: Option<u64>,
+    rejoin_groups: BTreeSet<String>,
 }
 
 impl Groups {
@@ -111,11 +124,61 @@ impl Groups {
             next_member: 0,
             entries: Vec::new(),
             earliest_deadline: u64::MAX,
+            rejoin_until_ms: None,
+            rejoin_groups: BTreeSet::new(),
         }
     }
 
     pub fn config(&self) -> &GroupConfig {
         &self.config
+    }
+
+    /// After a restart the members are unknown, but they still read what they held. For
+    /// `rejoin_window_ms` from `now_ms`, a member that heartbeats with an id and epoch this run
+    /// does not know is taken back holding the partitions it reports owned (those nobody else
+    /// holds), and no partition is given to anyone, so that a member that rejoins first is not
+    /// given what another one still reads.
+    /// Groups created later are not concerned: they had no members before.
+    pub fn open_rejoin_window(&mut self, now_ms: u64) {
+        self.rejoin_until_ms = Some(now_ms + self.config.rejoin_window_ms());
+        self.rejoin_groups = self.groups.keys().cloned().collect();
+    }
+
+    fn in_rejoin_window(&self, group: &str, now_ms: u64) -> bool {
+        self.rejoin_until_ms.is_some_and(|until| now_ms < until)
+            && self.rejoin_groups.contains(group)
+    }
+
+    /// Replaces the durable state (groups, epochs, offsets) with `entries` read back from the
+    /// log after a failed append, keeping the live members and what they hold. Groups with live
+    /// members are written again (their last entries may be what failed).
+    pub fn reload_durable(&mut self, entries: Vec<Entry>) {
+        let mut fresh = Groups::new(self.config.clone(), self.boot_nonce);
+        for entry in entries {
+            fresh.replay(entry);
+        }
+        let mut live = std::mem::take(&mut self.groups);
+        for (name, mut durable) in fresh.groups {
+            if let Some(old) = live.remove(&name) {
+                durable.group = old.group;
+            }
+            self.groups.insert(name, durable);
+        }
+        for (name, old) in live {
+            if !old.group.is_empty() {
+                self.groups.insert(
+                    name,
+                    GroupEntry {
+                        group: old.group,
+                        offsets: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        self.entries.clear();
+        for e in self.groups.values().filter(|e| !e.group.is_empty()) {
+            self.entries.push(group_entry(&e.group));
+        }
     }
 
     /// The log entries of every change since the last call, in order.
@@ -278,7 +341,15 @@ impl Groups {
         let rebalance_timeout = u64::from(cfg.rebalance_timeout_ms);
 
         let is_join = req.member_epoch == MEMBER_EPOCH_JOIN;
-        if !is_join && !self.groups.contains_key(&req.group) {
+        let in_window = self.in_rejoin_window(&req.group, now_ms);
+        let rejoin = !is_join
+            && in_window
+            && !req.member_id.is_empty()
+            && self
+                .groups
+                .get(&req.group)
+                .is_none_or(|e| !e.group.members.contains_key(&req.member_id));
+        if !is_join && !rejoin && !self.groups.contains_key(&req.group) {
             return Err(GroupError::UnknownMember {
                 group: req.group.clone(),
                 member: req.member_id.clone(),
@@ -295,15 +366,38 @@ impl Groups {
         let group = &mut entry.group;
         let epoch_before = group.epoch;
         let topics_wanted: BTreeSet<String> = req.topics.iter().cloned().collect();
-        let member_id = if is_join {
+        let member_id = if rejoin {
+            // A member of before the restart: back with what it holds, at its epoch.
+            group.add_member(Member {
+                id: req.member_id.clone(),
+                client_id: client.client_id.clone(),
+                host: client.host.clone(),
+                epoch: req.member_epoch,
+                previous_epoch: req.member_epoch,
+                session_timeout_ms: req.session_timeout_ms,
+                session_deadline_ms: now_ms + u64::from(req.session_timeout_ms),
+                revoke_deadline_ms: None,
+                topics: topics_wanted,
+                assigned: BTreeSet::new(),
+                revoking: BTreeSet::new(),
+            });
+            let held = group.adopt(&req.member_id, &from_wire(&req.owned));
+            tracing::info!(group = %req.group, member = %req.member_id, partitions = held, "member rejoined after a restart");
+            req.member_id.clone()
+        } else if is_join {
             if group.is_empty() {
                 if let Some(a) = assignor {
                     group.assignor = a;
                 }
             }
             let id = if req.member_id.is_empty() {
-                self.next_member += 1;
-                format!("{:x}-{}", self.boot_nonce, self.next_member)
+                loop {
+                    self.next_member += 1;
+                    let id = format!("{:x}-{}", self.boot_nonce, self.next_member);
+                    if !group.members.contains_key(&id) {
+                        break id;
+                    }
+                }
             } else {
                 // A member rejoining under its own id owns nothing any more.
                 group.remove_member(&req.member_id);
@@ -355,7 +449,8 @@ impl Groups {
         } else {
             from_wire(&req.owned)
         };
-        let assignment = group.reconcile(&member_id, &owned, now_ms, rebalance_timeout);
+        let grant = !in_window;
+        let assignment = group.reconcile(&member_id, &owned, now_ms, rebalance_timeout, grant);
         let member = &group.members[&member_id];
         let member_epoch = member.epoch;
         self.earliest_deadline = self
@@ -619,6 +714,29 @@ impl Groups {
         });
         tracing::info!(group = name, "group deleted");
         Ok(())
+    }
+
+    /// Forgets every group's committed offsets of topics for which `gone` is true (deleted, or
+    /// deleted and created anew): a new topic of the same name starts with no offsets.
+    pub fn forget_topics(&mut self, gone: &dyn Fn(&str) -> bool) -> usize {
+        let mut forgotten = 0;
+        for e in self.groups.values_mut() {
+            let doomed: Vec<TopicPartition> = e
+                .offsets
+                .keys()
+                .filter(|tp| gone(&tp.topic))
+                .cloned()
+                .collect();
+            for partition in doomed {
+                e.offsets.remove(&partition);
+                self.entries.push(Entry::OffsetDeleted {
+                    group: e.group.name.clone(),
+                    partition,
+                });
+                forgotten += 1;
+            }
+        }
+        forgotten
     }
 
     /// Checks every group's invariants (tests call it after each step).

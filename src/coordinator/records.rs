@@ -159,15 +159,28 @@ impl Entry {
     }
 }
 
-/// One record batch holding `entries` in order, timestamped `now_ms`.
-pub fn encode_batch(entries: &[Entry], now_ms: i64) -> BytesMut {
+/// A batch is closed once it holds this many bytes. One entry is at most a few KiB (names are
+/// at most 249 characters, offset metadata at most `MAX_OFFSET_METADATA_BYTES`), so every batch
+/// stays far below the offsets log's batch limit.
+pub const TARGET_BATCH_BYTES: usize = 1 << 20;
+
+/// Record batches holding `entries` in order, each closed at `TARGET_BATCH_BYTES`, timestamped
+/// `now_ms`.
+pub fn encode_batches(entries: &[Entry], now_ms: i64) -> Vec<BytesMut> {
     debug_assert!(!entries.is_empty(), "an empty batch of entries");
+    let mut batches = Vec::new();
     let mut builder = BatchBuilder::new();
     for entry in entries {
         let key = serde_json::to_vec(&entry.key()).expect("serializing a key cannot fail");
         builder.append(now_ms, Some(&key), entry.value().as_deref(), &[]);
+        if builder.len_bytes() >= TARGET_BATCH_BYTES {
+            batches.push(std::mem::take(&mut builder).finish());
+        }
     }
-    builder.finish()
+    if !builder.is_empty() {
+        batches.push(builder.finish());
+    }
+    batches
 }
 
 /// The entries of one batch read back from the log, in order.
@@ -218,8 +231,32 @@ mod tests {
             },
             Entry::GroupDeleted { group: "g".into() },
         ];
-        let batch = encode_batch(&entries, 5).freeze();
-        assert_eq!(decode_batch(batch).unwrap(), entries);
+        let batches = encode_batches(&entries, 5);
+        assert_eq!(batches.len(), 1);
+        assert_eq!(decode_batch(batches[0].clone().freeze()).unwrap(), entries);
+    }
+
+    #[test]
+    fn large_entry_lists_are_cut_into_bounded_batches() {
+        let entries: Vec<Entry> = (0..3_000)
+            .map(|p| Entry::Offset {
+                group: "g".into(),
+                partition: tp("t", p),
+                value: OffsetValue {
+                    offset: 1,
+                    metadata: "m".repeat(1000),
+                    commit_time_ms: 0,
+                },
+            })
+            .collect();
+        let batches = encode_batches(&entries, 0);
+        assert!(batches.len() >= 3, "{} batches", batches.len());
+        let mut back = Vec::new();
+        for b in batches {
+            assert!(b.len() < TARGET_BATCH_BYTES + 8192, "{} bytes", b.len());
+            back.extend(decode_batch(b.freeze()).unwrap());
+        }
+        assert_eq!(back, entries);
     }
 
     #[test]

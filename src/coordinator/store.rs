@@ -9,14 +9,12 @@ use std::path::{Path, PathBuf};
 use crate::record::BatchHeader;
 use crate::storage::{self, FsyncPolicy, LogConfig, PartitionLog, StorageError};
 
-use super::records::{decode_batch, encode_batch, Entry, RecordsError};
+use super::records::{decode_batch, encode_batches, Entry, RecordsError};
 
 /// The internal topic's name.
 pub const OFFSETS_TOPIC: &str = "__strata_offsets";
 /// The directory of internal logs, in the data directory.
 pub const INTERNAL_DIR_NAME: &str = "internal";
-/// Most entries written in one record batch.
-const MAX_ENTRIES_PER_BATCH: usize = 1024;
 /// Segment size of the offsets log: small, so compaction frees space soon.
 const OFFSETS_SEGMENT_BYTES: u64 = 8 << 20;
 /// Bytes read per step of the replay.
@@ -132,22 +130,21 @@ impl OffsetStore {
     }
 
     /// Appends `entries` in order; resolves once they are durable. Returns the offset of the
-    /// first record written.
+    /// first record written. Entries that need more than one batch are not atomic: on an error,
+    /// some may be durable (replay then applies them).
     pub async fn append(&self, entries: &[Entry], now_ms: i64) -> Result<i64, StoreError> {
         debug_assert!(!entries.is_empty());
+        let batches = encode_batches(entries, now_ms);
+        let bytes: u64 = batches.iter().map(|b| b.len() as u64).sum();
+        // All in flight at once (the log keeps call order and shares one fdatasync).
+        let appends = batches.into_iter().map(|b| self.log.append(b));
         let mut first = None;
-        for chunk in entries.chunks(MAX_ENTRIES_PER_BATCH) {
-            let batch = encode_batch(chunk, now_ms);
-            let len = batch.len() as u64;
-            let info = self
-                .log
-                .append(batch)
-                .await
-                .map_err(|e| self.storage_error(e))?;
+        for result in futures::future::join_all(appends).await {
+            let info = result.map_err(|e| self.storage_error(e))?;
             first.get_or_insert(info.base_offset);
-            self.appended.set(self.appended.get() + len);
         }
-        Ok(first.expect("at least one chunk"))
+        self.appended.set(self.appended.get() + bytes);
+        Ok(first.expect("at least one batch"))
     }
 
     /// True when enough was appended since the last snapshot that compacting pays.

@@ -18,8 +18,10 @@ const HEADER_LENGTH_FIELD_BYTES: usize = 4;
 /// The broker's default limit on a frame's `length` field (configurable).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
 
-/// Headers are small flatbuffers; a larger one is malformed, whatever the frame limit.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Largest header accepted, whatever the frame limit. Headers list partitions (Metadata, group
+/// assignments, offset commits and fetches, DescribeGroup): 4 MiB holds tens of thousands of
+/// them, about 50 bytes each.
+pub const MAX_HEADER_BYTES: usize = 4 << 20;
 
 /// Why a frame prefix cannot be trusted. Any of these ends the connection: the byte stream can
 /// no longer be split into frames.

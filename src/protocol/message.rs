@@ -23,6 +23,9 @@ pub const FILE_IDENTIFIER: &str = "STRA";
 
 /// Most tables a header may hold (a Metadata response lists every partition).
 const MAX_HEADER_TABLES: usize = 1 << 20;
+/// The flatbuffers verifier's bound on the bytes it visits: more than the header's size,
+/// because tables sharing one vtable count it once each.
+const MAX_HEADER_APPARENT_BYTES: usize = 4 * MAX_HEADER_BYTES;
 /// Deepest nesting a header may have (Response → body → topic → partition is 4, as is
 /// Response → DescribeGroup → member → its assignment's topic).
 const MAX_HEADER_DEPTH: usize = 16;
@@ -331,7 +334,7 @@ fn verifier_options() -> VerifierOptions {
     VerifierOptions {
         max_depth: MAX_HEADER_DEPTH,
         max_tables: MAX_HEADER_TABLES,
-        max_apparent_size: MAX_HEADER_BYTES,
+        max_apparent_size: MAX_HEADER_APPARENT_BYTES,
         ..VerifierOptions::default()
     }
 }

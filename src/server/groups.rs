@@ -44,10 +44,9 @@ struct Service {
     groups: RefCell<Groups>,
     store: OffsetStore,
     pending: RefCell<Pending>,
-    /// Set when an append failed: the state machine is ahead of the log and must be rebuilt.
-    reload: std::cell::Cell<bool>,
-    config: GroupConfig,
-    boot_nonce: u64,
+    /// Set from a failed append until the reload: the state machine is ahead of the log, and
+    /// requests are refused.
+    broken: std::cell::Cell<bool>,
 }
 
 fn wall_ms() -> i64 {
@@ -68,8 +67,7 @@ pub async fn open(
     let (store, entries) = OffsetStore::open(data_dir, compact_bytes)
         .await
         .map_err(|e| format!("coordinator: {e}"))?;
-    let boot_nonce = wall_ms() as u64;
-    let mut groups = Groups::new(config.clone(), boot_nonce);
+    let mut groups = Groups::new(config, wall_ms() as u64);
     let replayed = entries.len();
     for entry in entries {
         groups.replay(entry);
@@ -84,9 +82,7 @@ pub async fn open(
         groups: RefCell::new(groups),
         store,
         pending: RefCell::new(Pending::default()),
-        reload: std::cell::Cell::new(false),
-        config,
-        boot_nonce,
+        broken: std::cell::Cell::new(false),
     })))
 }
 
@@ -102,10 +98,18 @@ pub async fn serve(
     let writer = glommio::spawn_local(write_loop(service.clone(), bell_rx));
     let start = Instant::now();
     let now_ms = || start.elapsed().as_millis() as u64;
+    let mut topics = TopicIds::default();
+    {
+        // Members of before a restart may rejoin holding what they read: nobody is given
+        // anything until they had the time to.
+        let mut groups = service.groups.borrow_mut();
+        groups.open_rejoin_window(now_ms());
+        topics.forget_changed(&mut groups, &catalog.borrow());
+        let entries = groups.take_entries();
+        service.pending.borrow_mut().entries.extend(entries);
+        let _ = bell_tx.try_send(());
+    }
     loop {
-        if service.reload.get() {
-            reload(&service).await;
-        }
         let sleep = {
             let groups = service.groups.borrow();
             groups
@@ -129,9 +133,20 @@ pub async fn serve(
             Either::Right((Either::Right(_), _)) => break,
             Either::Right((Either::Left(_), _)) => None,
         };
+        if service.broken.get() {
+            // The state machine is ahead of the log until the writer reloaded it.
+            if let Some(req) = req {
+                let _ = req.reply.send(Err(OpError::new(
+                    ErrorCode::StorageError,
+                    "the consumer-group log failed a write and is being reloaded; retry",
+                )));
+            }
+            continue;
+        }
         let now = now_ms();
         let mut groups = service.groups.borrow_mut();
         groups.expire(now);
+        topics.forget_changed(&mut groups, &catalog.borrow());
         let reply = req.map(|req| {
             let catalog = catalog.borrow();
             let result = apply(
@@ -166,7 +181,43 @@ pub async fn serve(
     Ok(())
 }
 
-/// Appends what queued up, then sends the answers that waited for it; compacts when due.
+/// The id of every topic as last seen, to notice deletions and re-creations.
+#[derive(Default)]
+struct TopicIds {
+    version: Option<u64>,
+    ids: HashMap<String, u64>,
+}
+
+impl TopicIds {
+    /// Makes the groups forget offsets of topics deleted (or deleted and created anew) since
+    /// the last call; on the first call, of topics the catalog does not hold.
+    fn forget_changed(&mut self, groups: &mut Groups, catalog: &Catalog) {
+        if self.version == Some(catalog.version()) {
+            return;
+        }
+        let ids: HashMap<String, u64> = catalog.topics().map(|t| (t.name.clone(), t.id)).collect();
+        let old = std::mem::replace(&mut self.ids, ids);
+        let now = &self.ids;
+        let gone = |name: &str| match (old.get(name), now.get(name)) {
+            (_, None) => true,
+            (Some(before), Some(after)) => before != after,
+            (None, Some(_)) => false,
+        };
+        // On the first call `old` is empty: every topic not in the catalog is gone.
+        let forgotten = groups.forget_topics(&gone);
+        if forgotten > 0 {
+            info!(
+                offsets = forgotten,
+                "forgot committed offsets of deleted topics"
+            );
+        }
+        self.version = Some(catalog.version());
+    }
+}
+
+/// Appends what queued up, then sends the answers that waited for it; compacts when due. After
+/// a failed append it fails every answer waiting, then reloads the durable state from the log
+/// (live members stay) before it writes anything else.
 async fn write_loop(service: Rc<Service>, bell: LocalReceiver<()>) {
     while bell.recv().await.is_some() {
         let Pending { entries, replies } = std::mem::take(&mut *service.pending.borrow_mut());
@@ -178,23 +229,20 @@ async fn write_loop(service: Rc<Service>, bell: LocalReceiver<()>) {
         } else {
             service.store.append(&entries, wall_ms()).await.map(|_| ())
         };
-        match written {
-            Ok(()) => {
-                for (tx, result) in replies {
-                    let _ = tx.send(result);
-                }
+        if let Err(e) = written {
+            error!(error = %e, "offsets log append failed; reloading the group state from the log");
+            service.broken.set(true);
+            let message = format!("the change could not be made durable: {e}");
+            // Everything queued since was applied on the state being thrown away.
+            let later = std::mem::take(&mut *service.pending.borrow_mut());
+            for (tx, _) in replies.into_iter().chain(later.replies) {
+                let _ = tx.send(Err(OpError::new(ErrorCode::StorageError, message.clone())));
             }
-            Err(e) => {
-                error!(error = %e, "offsets log append failed; the group state will be reloaded from the log");
-                service.reload.set(true);
-                for (tx, _) in replies {
-                    let _ = tx.send(Err(OpError::new(
-                        ErrorCode::StorageError,
-                        format!("the change could not be made durable: {e}"),
-                    )));
-                }
-                continue;
-            }
+            reload(&service).await;
+            continue;
+        }
+        for (tx, result) in replies {
+            let _ = tx.send(result);
         }
         if service.store.wants_compaction() {
             let snapshot = service.groups.borrow().snapshot();
@@ -205,22 +253,25 @@ async fn write_loop(service: Rc<Service>, bell: LocalReceiver<()>) {
     }
 }
 
-/// Rebuilds the state machine from the log after a failed append: durable state comes back,
-/// members rejoin (their next heartbeat gets UnknownMember).
+/// Rebuilds the durable state (groups, offsets) from the log after a failed append, keeping the
+/// live members and what they hold; retries until the log reads back.
 async fn reload(service: &Rc<Service>) {
-    match service.store.replay().await {
-        Ok(entries) => {
-            let mut groups = Groups::new(service.config.clone(), service.boot_nonce + 1);
-            for entry in entries {
-                groups.replay(entry);
+    loop {
+        match service.store.replay().await {
+            Ok(entries) => {
+                let mut groups = service.groups.borrow_mut();
+                groups.reload_durable(entries);
+                // Re-persist what the failed append carried about live groups.
+                let entries = groups.take_entries();
+                service.pending.borrow_mut().entries.extend(entries);
+                service.broken.set(false);
+                warn!("consumer groups reloaded from the offsets log after a failed write");
+                return;
             }
-            *service.groups.borrow_mut() = groups;
-            service.reload.set(false);
-            warn!("consumer groups reloaded from the offsets log after a failed write");
-        }
-        Err(e) => {
-            error!(error = %e, "cannot reload the offsets log; retrying");
-            glommio::timer::sleep(MAX_TICK).await;
+            Err(e) => {
+                error!(error = %e, "cannot read the offsets log back; retrying");
+                glommio::timer::sleep(MAX_TICK).await;
+            }
         }
     }
 }
