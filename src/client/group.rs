@@ -112,6 +112,27 @@ impl SharedState {
     fn lock(&self) -> MutexGuard<'_, Shared> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Waits on `wake` while `waiting` holds, until `deadline` at the latest.
+    fn wait_while<'a>(
+        &'a self,
+        mut s: MutexGuard<'a, Shared>,
+        deadline: Instant,
+        waiting: impl Fn(&Shared) -> bool,
+    ) -> MutexGuard<'a, Shared> {
+        while waiting(&s) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = self
+                .wake
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        s
+    }
 }
 
 /// A member of a consumer group.
@@ -516,18 +537,10 @@ impl GroupConsumer {
         let mut s = self.shared.lock();
         s.heartbeat_now = true;
         self.shared.wake.notify_all();
-        while s.epoch == epoch && !s.closing {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            s = self
-                .shared
-                .wake
-                .wait_timeout(s, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        drop(
+            self.shared
+                .wait_while(s, deadline, |s| s.epoch == epoch && !s.closing),
+        );
     }
 }
 
@@ -645,24 +658,11 @@ impl Heartbeater {
     }
 
     /// Sleeps up to `interval`, waking early for `heartbeat_now` or `closing`.
-    fn wait<'a>(
-        &'a self,
-        mut s: MutexGuard<'a, Shared>,
-        interval: Duration,
-    ) -> MutexGuard<'a, Shared> {
+    fn wait<'a>(&'a self, s: MutexGuard<'a, Shared>, interval: Duration) -> MutexGuard<'a, Shared> {
         let deadline = Instant::now() + interval;
-        while !s.heartbeat_now && !s.closing {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            s = self
-                .shared
-                .wake
-                .wait_timeout(s, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        let mut s = self
+            .shared
+            .wait_while(s, deadline, |s| !s.heartbeat_now && !s.closing);
         s.heartbeat_now = false;
         s
     }

@@ -41,6 +41,32 @@ pub struct Member {
     pub revoking: BTreeSet<TopicPartition>,
 }
 
+impl Member {
+    /// A member at `epoch` that holds nothing yet, heard from at `now_ms`.
+    pub fn new(
+        id: String,
+        client: &super::groups::ClientInfo,
+        epoch: i32,
+        session_timeout_ms: u32,
+        now_ms: u64,
+        topics: BTreeSet<String>,
+    ) -> Member {
+        Member {
+            id,
+            client_id: client.client_id.clone(),
+            host: client.host.clone(),
+            epoch,
+            previous_epoch: epoch,
+            session_timeout_ms,
+            session_deadline_ms: now_ms + u64::from(session_timeout_ms),
+            revoke_deadline_ms: None,
+            topics,
+            assigned: BTreeSet::new(),
+            revoking: BTreeSet::new(),
+        }
+    }
+}
+
 /// A group's members and assignment. Invariants: `holder[p] == m` exactly when `p` is in
 /// `members[m].assigned ∪ members[m].revoking` (so no partition has two holders);
 /// `assignment_epoch <= epoch`; `target` has an entry for exactly the members;

@@ -368,19 +368,14 @@ impl Groups {
         let topics_wanted: BTreeSet<String> = req.topics.iter().cloned().collect();
         let member_id = if rejoin {
             // A member of before the restart: back with what it holds, at its epoch.
-            group.add_member(Member {
-                id: req.member_id.clone(),
-                client_id: client.client_id.clone(),
-                host: client.host.clone(),
-                epoch: req.member_epoch,
-                previous_epoch: req.member_epoch,
-                session_timeout_ms: req.session_timeout_ms,
-                session_deadline_ms: now_ms + u64::from(req.session_timeout_ms),
-                revoke_deadline_ms: None,
-                topics: topics_wanted,
-                assigned: BTreeSet::new(),
-                revoking: BTreeSet::new(),
-            });
+            group.add_member(Member::new(
+                req.member_id.clone(),
+                client,
+                req.member_epoch,
+                req.session_timeout_ms,
+                now_ms,
+                topics_wanted,
+            ));
             let held = group.adopt(&req.member_id, &from_wire(&req.owned));
             tracing::info!(group = %req.group, member = %req.member_id, partitions = held, "member rejoined after a restart");
             req.member_id.clone()
@@ -403,19 +398,14 @@ impl Groups {
                 group.remove_member(&req.member_id);
                 req.member_id.clone()
             };
-            group.add_member(Member {
-                id: id.clone(),
-                client_id: client.client_id.clone(),
-                host: client.host.clone(),
-                epoch: MEMBER_EPOCH_JOIN,
-                previous_epoch: MEMBER_EPOCH_JOIN,
-                session_timeout_ms: req.session_timeout_ms,
-                session_deadline_ms: now_ms + u64::from(req.session_timeout_ms),
-                revoke_deadline_ms: None,
-                topics: topics_wanted,
-                assigned: BTreeSet::new(),
-                revoking: BTreeSet::new(),
-            });
+            group.add_member(Member::new(
+                id.clone(),
+                client,
+                MEMBER_EPOCH_JOIN,
+                req.session_timeout_ms,
+                now_ms,
+                topics_wanted,
+            ));
             id
         } else {
             let Some(member) = group.members.get_mut(&req.member_id) else {
