@@ -878,8 +878,9 @@ fn issue_writes(inner: &Rc<Inner>) {
 }
 
 /// Writes one round's chunks concurrently. The first waits for `after` (the previous round's
-/// write of the block it rewrites, so two writes of one block never race); `last_done` fires
-/// once the last chunk is written, whatever the outcome.
+/// write of the block it rewrites, so two writes of one block never race; such a first chunk is
+/// that one block alone, so the new blocks go to the device at once); `last_done` fires once the
+/// last chunk is written, whatever the outcome.
 async fn write_round(
     file: Rc<DmaFile>,
     chunks: Vec<(DmaBuffer, u64)>,

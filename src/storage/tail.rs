@@ -76,7 +76,15 @@ impl Tail {
     /// Copies `bytes` to the end of the tail (the one copy an appended batch makes).
     pub fn push(&mut self, file: &DmaFile, mut bytes: &[u8]) {
         if self.chunks.is_empty() {
-            let mut buf = file.alloc_dma_buffer(CHUNK_BYTES);
+            // The block carried over from the last write gets a chunk of its own: its rewrite
+            // must wait for that write, but the wholly new blocks after it need not (and a
+            // write mixing a written block with fresh ones is punted to an io_uring worker).
+            let size = if self.carry.is_empty() {
+                CHUNK_BYTES
+            } else {
+                BLOCK as usize
+            };
+            let mut buf = file.alloc_dma_buffer(size);
             buf.as_bytes_mut()[..self.carry.len()].copy_from_slice(&self.carry);
             self.chunks.push(Chunk {
                 buf,
