@@ -8,121 +8,13 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, ExitStatus, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{free_base_port, now_ms, Broker};
+use common::{at, drain, free_base_port, now_ms, run, strata, Broker, Output, COMMAND_TIMEOUT};
 use strata::client::partition_for_key;
-
-/// Longest any one command may run before the test fails instead of hanging.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What a finished command left behind.
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    #[track_caller]
-    fn ok(self) -> Output {
-        assert!(
-            self.status.success(),
-            "command failed ({}); stderr:\n{}",
-            self.status,
-            self.stderr
-        );
-        self
-    }
-
-    /// Asserts exit code `code` and exactly one stderr line, `strata: ...` containing every needle.
-    #[track_caller]
-    fn fails_with(&self, code: i32, needles: &[&str]) {
-        assert_eq!(
-            self.status.code(),
-            Some(code),
-            "exit status; stdout {:?}, stderr {:?}",
-            self.stdout,
-            self.stderr
-        );
-        if code == 2 {
-            return; // clap's own usage message
-        }
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "one line on stderr, got {:?}", self.stderr);
-        assert!(lines[0].starts_with("strata: "), "{:?}", lines[0]);
-        for needle in needles {
-            assert!(
-                lines[0].contains(needle),
-                "stderr {:?} should mention {needle:?}",
-                lines[0]
-            );
-        }
-    }
-}
-
-/// `strata ARGS` with `--broker` set by the caller; `STRATA_BROKER` cleared.
-fn strata(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
-    cmd.args(args).env_remove("STRATA_BROKER");
-    cmd
-}
-
-/// `strata ARGS --broker BROKER`.
-fn at(broker: &str, args: &[&str]) -> Command {
-    let mut cmd = strata(args);
-    cmd.args(["--broker", broker]);
-    cmd
-}
-
-/// Runs `cmd` with `input` on stdin (closed when `None`) and waits for it, at most
-/// `COMMAND_TIMEOUT`.
-fn run(mut cmd: Command, input: Option<Vec<u8>>) -> Output {
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn strata");
-    let writer = input.map(|bytes| {
-        let mut stdin = child.stdin.take().unwrap();
-        // A command that fails early closes its stdin: that is not this test's failure.
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&bytes);
-        })
-    });
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let Some(status) = common::wait_deadline(&mut child, COMMAND_TIMEOUT) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "{cmd:?} still running after {COMMAND_TIMEOUT:?}; stderr:\n{}",
-            stderr.join().unwrap()
-        )
-    };
-    if let Some(w) = writer {
-        w.join().unwrap();
-    }
-    Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8(bytes).expect("utf-8 output")
-    })
-}
 
 #[track_caller]
 fn create(broker: &str, topic: &str, partitions: u32) {

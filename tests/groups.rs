@@ -15,15 +15,15 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{wait_deadline, Broker};
+use common::{at, drain, run, wait_deadline, Broker};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use strata::client::{partition_for_key, ClientError, Connection, Producer, ProducerConfig};
@@ -33,8 +33,6 @@ use strata::protocol::{
     MEMBER_EPOCH_JOIN, MEMBER_EPOCH_LEAVE,
 };
 
-/// Longest any one command may run before the test fails instead of hanging.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest a group may take to reach a state the test waits for (Stable, Empty, a member).
 const STATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a member may take to exit after SIGTERM or SIGKILL.
@@ -63,103 +61,6 @@ const DRIVEN_SESSION_TIMEOUT_MS: u32 = 60_000;
 
 // ---------------------------------------------------------------------------------------------
 // Commands
-
-/// What a finished command left behind.
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    #[track_caller]
-    fn ok(self) -> Output {
-        assert!(
-            self.status.success(),
-            "command failed ({}); stdout:\n{}\nstderr:\n{}",
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-
-    /// Asserts exit code 1 and exactly one stderr line, `strata: ...` containing every needle.
-    #[track_caller]
-    fn fails_with(&self, needles: &[&str]) {
-        assert_eq!(
-            self.status.code(),
-            Some(1),
-            "exit status; stdout {:?}, stderr {:?}",
-            self.stdout,
-            self.stderr
-        );
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "one line on stderr, got {:?}", self.stderr);
-        assert!(lines[0].starts_with("strata: "), "{:?}", lines[0]);
-        for needle in needles {
-            assert!(
-                lines[0].contains(needle),
-                "stderr {:?} should mention {needle:?}",
-                lines[0]
-            );
-        }
-    }
-}
-
-/// `strata ARGS --broker BROKER`, `STRATA_BROKER` cleared.
-fn at(broker: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
-    cmd.args(args)
-        .args(["--broker", broker])
-        .env_remove("STRATA_BROKER");
-    cmd
-}
-
-/// Runs `cmd` with `input` on stdin (closed when `None`) and waits for it, at most
-/// `COMMAND_TIMEOUT`.
-fn run(mut cmd: Command, input: Option<Vec<u8>>) -> Output {
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn strata");
-    let writer = input.map(|bytes| {
-        let mut stdin = child.stdin.take().unwrap();
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&bytes);
-        })
-    });
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let Some(status) = wait_deadline(&mut child, COMMAND_TIMEOUT) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "{cmd:?} still running after {COMMAND_TIMEOUT:?}; stderr:\n{}",
-            stderr.join().unwrap()
-        )
-    };
-    if let Some(w) = writer {
-        w.join().unwrap();
-    }
-    Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8(bytes).expect("utf-8 output")
-    })
-}
 
 #[track_caller]
 fn create_topic(broker: &str, topic: &str, partitions: u32) {
@@ -1301,7 +1202,7 @@ fn the_coordinator_refuses_stale_unknown_and_invalid_requests_clearly() {
             "--to-earliest",
         ],
     ] {
-        run(at(&addr, args), None).fails_with(&["unknown group \"nope\""]);
+        run(at(&addr, args), None).fails_with(1, &["unknown group \"nope\""]);
     }
     for args in [
         &["group", "describe", "a b"][..],
@@ -1315,7 +1216,7 @@ fn the_coordinator_refuses_stale_unknown_and_invalid_requests_clearly() {
             "--to-latest",
         ],
     ] {
-        run(at(&addr, args), None).fails_with(&[invalid]);
+        run(at(&addr, args), None).fails_with(1, &[invalid]);
     }
     // Were the refusal ignored, the member would exit 0 after this long instead.
     const REFUSED_MEMBER_IDLE_MS: &str = "5000";
@@ -1406,7 +1307,7 @@ fn group_commands_list_delete_and_reset_only_while_empty() {
         "{described}"
     );
     let not_empty = "group \"cg\" has 1 active member(s)";
-    run(at(&addr, &["group", "delete", "cg"]), None).fails_with(&[not_empty, "deleting it"]);
+    run(at(&addr, &["group", "delete", "cg"]), None).fails_with(1, &[not_empty, "deleting it"]);
     run(
         at(
             &addr,
@@ -1421,7 +1322,7 @@ fn group_commands_list_delete_and_reset_only_while_empty() {
         ),
         None,
     )
-    .fails_with(&[not_empty, "offset reset"]);
+    .fails_with(1, &[not_empty, "offset reset"]);
     // It consumed everything; on SIGTERM it commits and leaves.
     let deadline = Instant::now() + STATE_TIMEOUT;
     while member.lines_printed() < 90 {
@@ -1498,7 +1399,7 @@ fn group_commands_list_delete_and_reset_only_while_empty() {
         ),
         None,
     )
-    .fails_with(&["unknown topic \"nope\""]);
+    .fails_with(1, &["unknown topic \"nope\""]);
     let out = run(at(&addr, &["group", "delete", "cg"]), None).ok();
     assert_eq!(out.stdout, "deleted group \"cg\"\n");
     let out = run(at(&addr, &["group", "list"]), None).ok();
