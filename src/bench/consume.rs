@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::client::{Consumer, ConsumerConfig, FetchInfo, FetchObserver, SeekTo};
 
-use super::clock::{now_ns, secs_to_ns, NS_PER_SEC};
+use super::clock::{now_ns, secs_to_ns};
 use super::error::{BenchError, Result};
 use super::host::{pin_current, process_cpu, CpuUse};
 use super::meter::Meter;
@@ -78,11 +78,7 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         || Ok(all_finished(&handles)),
     );
     let joined = join_all(handles);
-    let cpu = CpuUse::between(
-        cpu_start,
-        process_cpu(),
-        (now_ns() - wall_start) as f64 / NS_PER_SEC as f64,
-    );
+    let cpu = CpuUse::since(cpu_start, wall_start);
     watched?;
     joined?;
     if let Some(h) = hdr {

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::clock::{now_ns, secs_to_ns, NS_PER_SEC};
+use super::clock::{now_ns, secs_to_ns};
 use super::consume::{self, ConsumeLoad, ConsumeMode};
 use super::error::Result;
 use super::host::{process_cpu, CpuUse};
@@ -87,11 +87,7 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         },
     );
     let (produced, consumed) = (join_all(producers), join_all(consumers));
-    let cpu = CpuUse::between(
-        cpu_start,
-        process_cpu(),
-        (now_ns() - wall_start) as f64 / NS_PER_SEC as f64,
-    );
+    let cpu = CpuUse::since(cpu_start, wall_start);
     produced?;
     consumed?;
     watched?;

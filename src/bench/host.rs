@@ -157,6 +157,12 @@ pub struct CpuUse {
 }
 
 impl CpuUse {
+    /// From `start` (taken at `start_ns` on the `now_ns` clock) to now.
+    pub fn since(start: CpuTimes, start_ns: u64) -> CpuUse {
+        let wall_s = (super::clock::now_ns() - start_ns) as f64 / super::clock::NS_PER_SEC as f64;
+        CpuUse::between(start, process_cpu(), wall_s)
+    }
+
     pub fn between(start: CpuTimes, end: CpuTimes, wall_s: f64) -> CpuUse {
         let (user_s, sys_s) = (end.user_s - start.user_s, end.sys_s - start.sys_s);
         let per_wall = |s: f64| if wall_s > 0.0 { s / wall_s } else { 0.0 };

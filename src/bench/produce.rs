@@ -63,11 +63,7 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         || Ok(all_finished(&handles)),
     );
     let joined = join_all(handles);
-    let cpu = CpuUse::between(
-        cpu_start,
-        process_cpu(),
-        (now_ns() - wall_start) as f64 / NS_PER_SEC as f64,
-    );
+    let cpu = CpuUse::since(cpu_start, wall_start);
     watched?;
     joined?;
     if let Some(h) = hdr {
