@@ -21,6 +21,37 @@ pub const LOCK_FILE: &str = ".lock";
 /// How long start-up may take before the broker gives up (opening many large logs).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Raises the soft limit on open files to the hard one: every partition keeps a segment and two
+/// index files open (a few thousand partitions pass the usual soft limit of 1024). Logs what it
+/// got; a failure only leaves the limit as it was.
+fn raise_open_files_limit() -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return 0;
+    }
+    if rl.rlim_cur < rl.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: rl.rlim_max,
+            rlim_max: rl.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            tracing::info!(
+                from = rl.rlim_cur,
+                to = rl.rlim_max,
+                "raised the open-files limit"
+            );
+            return rl.rlim_max;
+        }
+        tracing::warn!(limit = rl.rlim_cur, "could not raise the open-files limit");
+    }
+    rl.rlim_cur
+}
+
 /// Runs a broker until SIGINT or SIGTERM; Ok after a clean shutdown.
 pub fn run(args: BrokerArgs) -> Result<(), String> {
     let cpus = available_cpus();
@@ -29,6 +60,7 @@ pub fn run(args: BrokerArgs) -> Result<(), String> {
     let _lock = lock_data_dir(&config.data_dir)?;
     check_ports(&config)?;
     crate::cli::preflight(config.shard_cpus.len() + 1)?;
+    raise_open_files_limit();
 
     let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
     let (signal_tx, signal_rx) = mpsc::channel::<i32>();
@@ -192,4 +224,22 @@ fn check_ports(config: &BrokerConfig) -> Result<(), String> {
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let got = raise_open_files_limit();
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit with a valid pointer.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
+        assert_eq!(rl.rlim_cur, rl.rlim_max);
+        assert_eq!(got, rl.rlim_cur);
+    }
 }
