@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use futures::future::{select, Either};
@@ -20,6 +20,8 @@ use crate::protocol::{ErrorCode, RequestBody, ResponseBody};
 use crate::shard::Shutdown;
 
 use super::msg::{Answer, OpError, OpResult};
+// Wall-clock ms (commit times, boot nonce); deadlines use the service's monotonic clock.
+use super::shard::now_ms as wall_ms;
 
 /// Longest the service sleeps without checking session deadlines.
 const MAX_TICK: Duration = Duration::from_secs(1);
@@ -47,12 +49,6 @@ struct Service {
     /// Set from a failed append until the reload: the state machine is ahead of the log, and
     /// requests are refused.
     broken: std::cell::Cell<bool>,
-}
-
-fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The group state loaded from the offsets log, ready to serve.
