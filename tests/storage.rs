@@ -217,6 +217,51 @@ fn deleted_or_corrupt_index_files_are_rebuilt() {
 }
 
 #[test]
+fn a_torn_index_entry_is_cut_and_the_index_ends_on_whole_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small(FsyncPolicy::Always);
+    // A log that stops without `close` (as in a crash) once its index writer has caught up.
+    run(async {
+        let log = PartitionLog::open(dir.path(), config.clone())
+            .await
+            .unwrap();
+        for i in 0..40 {
+            log.append(demo_batch(i, 3, 300)).await.unwrap();
+        }
+        glommio::timer::sleep(Duration::from_millis(500)).await;
+    });
+    let index = offset_index_path(dir.path(), 0);
+    let whole = std::fs::metadata(&index).unwrap().len();
+    assert!(
+        whole > 0 && whole % 8 == 0,
+        "offset index of whole entries: {whole} bytes"
+    );
+    // Power failed in the middle of writing the next entry.
+    let mut bytes = std::fs::read(&index).unwrap();
+    bytes.extend_from_slice(&[0xab; 5]);
+    std::fs::write(&index, bytes).unwrap();
+    // Recovery keeps the whole entries and cuts the torn one, though no entry is new.
+    run(async {
+        let log = PartitionLog::open(dir.path(), config.clone())
+            .await
+            .unwrap();
+        assert_eq!(read_all(&log).await.len(), 40);
+        log.close().await.unwrap();
+    });
+    assert_eq!(std::fs::metadata(&index).unwrap().len(), whole);
+    run(async {
+        let log = PartitionLog::open(dir.path(), config.clone())
+            .await
+            .unwrap();
+        for probe in [0i64, 60, 119] {
+            let got = log.read(probe, 1).await.unwrap();
+            let h = BatchHeader::parse(&got[0]).unwrap();
+            assert!(h.base_offset <= probe && probe <= h.last_offset());
+        }
+    });
+}
+
+#[test]
 fn offset_for_timestamp_finds_the_first_record_at_or_after() {
     let dir = tempfile::tempdir().unwrap();
     run(async {

@@ -9,7 +9,9 @@ use glommio::io::{BufferedFile, DmaFile, OpenOptions};
 use tracing::warn;
 
 use super::error::{Result, StorageError};
-use super::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use super::index::{
+    OffsetEntry, OffsetIndex, TimeEntry, TimeIndex, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
+};
 use super::tail::{align_down, align_up};
 use crate::record::{check_crc, BatchHeader, HEADER_LEN};
 
@@ -123,11 +125,16 @@ pub struct IndexJob {
     offset: (u64, Vec<u8>),
     time: (u64, Vec<u8>),
     lens: (usize, usize),
+    /// The files may hold bytes past these entries (a rollback or rebuild cut the indexes), so
+    /// the job must truncate them. Otherwise the writes only extend the files.
+    cut: bool,
 }
 
 impl IndexJob {
-    /// Writes the entries and cuts each file after them (dropping entries of a rolled-back
-    /// tail). Page cache only.
+    /// Writes the entries and, when the files may run past them, cuts each file after them
+    /// (dropping entries of a rolled-back tail). Page cache only. The usual job only appends:
+    /// its writes extend the files and it needs no `ftruncate` (a metadata operation glommio
+    /// runs on its blocking thread, beside the shard).
     pub async fn run(self) -> Result<IndexJob> {
         let f = &self.files;
         let (o_pos, o_bytes) = (self.offset.0, self.offset.1.clone());
@@ -146,14 +153,16 @@ impl IndexJob {
                 .await
                 .map_err(|e| StorageError::io("writing index", &f.time_path, e))?;
         }
-        f.offset
-            .truncate(o_end)
-            .await
-            .map_err(|e| StorageError::io("truncating index", &f.offset_path, e))?;
-        f.time
-            .truncate(t_end)
-            .await
-            .map_err(|e| StorageError::io("truncating index", &f.time_path, e))?;
+        if self.cut {
+            f.offset
+                .truncate(o_end)
+                .await
+                .map_err(|e| StorageError::io("truncating index", &f.offset_path, e))?;
+            f.time
+                .truncate(t_end)
+                .await
+                .map_err(|e| StorageError::io("truncating index", &f.time_path, e))?;
+        }
         Ok(self)
     }
 
@@ -284,7 +293,7 @@ impl Segment {
         let mut seg = Segment::new(dir, base, path, file, index_files);
         seg.allocated = file_size;
         let hint = match &on_disk {
-            Some((oi, ti)) => seg.adopt_indexes(oi.clone(), ti.clone(), active).await,
+            Some((oi, ti, _)) => seg.adopt_indexes(oi.clone(), ti.clone(), active).await,
             None => None,
         };
         // The scan starts at the last entry kept (its batch is validated again), or at 0.
@@ -304,10 +313,10 @@ impl Segment {
             seg.seal_time_index();
         }
         // Entries equal to the files' are not written again; the rest are (see `index_dirty`).
-        if let Some((oi, ti)) = &on_disk {
+        if let Some((oi, ti, ragged)) = &on_disk {
             let offset_ahead = seg.offset_index.mark_persisted_prefix(oi);
             let time_ahead = seg.time_index.mark_persisted_prefix(ti);
-            seg.index_files_ahead = offset_ahead || time_ahead;
+            seg.index_files_ahead = offset_ahead || time_ahead || *ragged;
         }
         Ok((seg, stop, carry))
     }
@@ -525,6 +534,7 @@ impl Segment {
             offset: self.offset_index.unpersisted(),
             time: self.time_index.unpersisted(),
             lens: (self.offset_index.len(), self.time_index.len()),
+            cut: self.index_files_ahead,
         }
     }
 
@@ -609,13 +619,14 @@ impl Segment {
 }
 
 /// Reads and decodes a segment's index files; `None` (with a warning) when either is missing
-/// or fails its checks, so the caller rebuilds both from the segment.
+/// or fails its checks, so the caller rebuilds both from the segment. The flag says a file ends
+/// in a partial entry (a torn write), which the next index write must cut.
 fn load_index_files(
     dir: &Path,
     base: i64,
     log: &Path,
     file_size: u64,
-) -> Option<(OffsetIndex, TimeIndex)> {
+) -> Option<(OffsetIndex, TimeIndex, bool)> {
     let oi_path = offset_index_path(dir, base);
     let ti_path = time_index_path(dir, base);
     let (oi, ti) = match (std::fs::read(&oi_path), std::fs::read(&ti_path)) {
@@ -628,10 +639,11 @@ fn load_index_files(
             return None;
         }
     };
+    let ragged = oi.len() % OFFSET_ENTRY_BYTES != 0 || ti.len() % TIME_ENTRY_BYTES != 0;
     let oi = OffsetIndex::decode(&oi, file_size);
     let ti = TimeIndex::decode(&ti);
     match (oi, ti) {
-        (Ok(o), Ok(t)) => Some((o, t)),
+        (Ok(o), Ok(t)) => Some((o, t, ragged)),
         (Err(e), _) => {
             warn!(segment = %log.display(), reason = %e, "offset index corrupt: rebuilding it from the segment");
             None
