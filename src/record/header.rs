@@ -1,5 +1,7 @@
 //! The fixed 61-byte RecordBatch v2 header, the CRC, and whole-batch validation.
 
+use bytes::BytesMut;
+
 use super::error::RecordError;
 use super::wire::{walk_records, DeltaCheck};
 use super::{HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, MAX_BATCH_BYTES};
@@ -268,6 +270,43 @@ pub fn validate_batch(batch: &[u8]) -> Result<BatchHeader, RecordError> {
     Ok(header)
 }
 
+/// One batch that passed [`validate_batch`], still in its (mutable) receive buffer: the proof
+/// the append path asks for, so a batch checked where it arrived is not checked again where it
+/// is stored.
+///
+/// Invariant: `bytes` is exactly one batch that [`validate_batch`] accepted, and `header` is what
+/// it returned. Only [`ValidBatch::validate`] builds one, and nothing hands out `&mut` access to
+/// the bytes, so the invariant holds for the value's whole life; [`ValidBatch::into_parts`] ends
+/// it (the caller may then rewrite `baseOffset`, which the CRC does not cover).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidBatch {
+    bytes: BytesMut,
+    header: BatchHeader,
+}
+
+impl ValidBatch {
+    /// Validates `bytes` as exactly one batch ([`validate_batch`]) and keeps it, uncopied.
+    pub fn validate(bytes: BytesMut) -> Result<ValidBatch, RecordError> {
+        let header = validate_batch(&bytes)?;
+        Ok(ValidBatch { bytes, header })
+    }
+
+    /// The parsed header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The whole batch, as received.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Gives back the batch and its header.
+    pub fn into_parts(self) -> (BytesMut, BatchHeader) {
+        (self.bytes, self.header)
+    }
+}
+
 /// Header-only consistency of `recordsCount` and `lastOffsetDelta`.
 pub(crate) fn check_counts(header: &BatchHeader) -> Result<(), RecordError> {
     if header.record_count < 1 {
@@ -384,6 +423,23 @@ mod tests {
         let h = validate_batch(&buf).unwrap();
         assert_eq!(h.base_offset, 987_654_321);
         assert_eq!(h.last_offset(), 987_654_322);
+    }
+
+    #[test]
+    fn valid_batch_is_built_only_by_validating() {
+        let buf = sample();
+        let valid = ValidBatch::validate(BytesMut::from(&buf[..])).unwrap();
+        assert_eq!(valid.as_bytes(), &buf[..]);
+        assert_eq!(Ok(*valid.header()), validate_batch(&buf));
+        let (bytes, header) = valid.into_parts();
+        assert_eq!((&bytes[..], Ok(header)), (&buf[..], validate_batch(&buf)));
+        let mut bad = buf.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(matches!(
+            ValidBatch::validate(BytesMut::from(&bad[..])),
+            Err(RecordError::CrcMismatch { .. })
+        ));
     }
 
     #[test]

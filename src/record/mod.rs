@@ -26,7 +26,8 @@
 //! Varints are zigzag-encoded (see [`varint`]).
 //!
 //! - [`validate_batch`] is the broker's hot-path check of one batch (no allocation, no
-//!   decompression); [`BatchHeader::parse`] and [`next_batch_len`] read just the header.
+//!   decompression); [`ValidBatch`] carries a batch that passed it to the log, so it is checked
+//!   once; [`BatchHeader::parse`] and [`next_batch_len`] read just the header.
 //! - [`BatchBuilder`] encodes an uncompressed batch straight into a `BytesMut`.
 //! - [`Batch`] holds a validated batch in a `Bytes` and iterates its [`Record`]s without copying
 //!   (gzip batches are decompressed once).
@@ -45,7 +46,7 @@ mod proptests;
 pub use builder::{BatchBuilder, RecordHeader};
 pub use error::RecordError;
 pub use header::{
-    check_crc, set_base_offset, update_crc, validate_batch, BatchHeader, Compression,
+    check_crc, set_base_offset, update_crc, validate_batch, BatchHeader, Compression, ValidBatch,
 };
 pub use reader::{next_batch_len, Batch, Record, RecordIter};
 pub use varint::{

@@ -1,22 +1,24 @@
 //! What crosses a core boundary: messages on the shard mesh. Everything here is `Send`; record
-//! bytes travel as `Bytes`/`BytesMut` (reference-counted, never copied).
+//! bytes travel as `Bytes`/`BytesMut` (reference-counted, never copied; produced batches as
+//! `ValidBatch`, a `BytesMut` that passed validation).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::channel::oneshot;
 
 use crate::coordinator::ClientInfo;
 use crate::metadata::Catalog;
 use crate::protocol::{ErrorCode, FetchRequest, OffsetSpec, RequestBody, ResponseBody};
+use crate::record::ValidBatch;
 
 /// An operation on one partition, run by the shard that owns it.
 #[derive(Debug)]
 pub enum PartitionOp {
-    /// Whole, already validated batches to append in order.
+    /// Whole batches, validated where the request arrived, to append in order.
     Produce {
-        batches: Vec<BytesMut>,
+        batches: Vec<ValidBatch>,
         timeout_ms: u32,
     },
     Fetch(FetchRequest),

@@ -20,6 +20,7 @@ use crate::protocol::{
     ErrorCode, FetchRequest, FetchResponse, ListOffsetsResponse, OffsetSpec, ProduceResponse,
     ResponseBody,
 };
+use crate::record::ValidBatch;
 use crate::shard::{shard_for, ShardContext, Shutdown};
 use crate::storage::{self, PartitionLog};
 
@@ -453,12 +454,13 @@ impl DataShard {
         topic: &str,
         partition: u32,
         log: &PartitionLog,
-        batches: Vec<bytes::BytesMut>,
+        batches: Vec<ValidBatch>,
         timeout_ms: u32,
     ) -> OpResult {
         // Appends start in order (each takes the log's append lock in call order), so the
-        // batches of one request get contiguous offsets, and share one group commit.
-        let appends = futures::future::join_all(batches.into_iter().map(|b| log.append(b)));
+        // batches of one request get contiguous offsets, and share one group commit. They were
+        // validated where the request arrived (`ValidBatch`), so not again here.
+        let appends = futures::future::join_all(batches.into_iter().map(|b| log.append_valid(b)));
         let results = match glommio::timer::timeout(Duration::from_millis(u64::from(timeout_ms.max(1))), async {
             Ok(appends.await)
         })

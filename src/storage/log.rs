@@ -1,17 +1,18 @@
 //! [`PartitionLog`]: the ordered, durable log of one partition.
 //!
-//! An append validates the batch, assigns its offsets by writing the base offset in place, copies
-//! it into the aligned tail buffer, registers a waiter and hands the tail to the device as a
-//! *round* of concurrent O_DIRECT writes — at once, unless `MAX_ROUNDS_IN_FLIGHT` rounds are
-//! already in flight (then it goes with the next round). Rounds overlap on the device, so the
-//! queue never drains between them; only the first write of a round, which rewrites the partial
-//! last block of the round before, waits for that round's write of the block. One flusher task
-//! per log (spawned when there is work, gone when there is none) retires rounds strictly in file
-//! order — the written mark, acks and reader wake-ups advance in order — and, if any waiter needs
-//! it, runs one `fdatasync` for every round retired so far: group commit. Index entries are
-//! written by a task of their own, off that path. A failed write or sync drains the rounds in
-//! flight, rolls the log back to its last good mark and fails every waiter whose data was
-//! dropped, so the log stays consistent and the next append works once the cause is gone.
+//! An append validates the batch (or takes a [`ValidBatch`], checked where it arrived and not
+//! again), assigns its offsets by writing the base offset in place, copies it into the aligned
+//! tail buffer, registers a waiter and hands the tail to the device as a *round* of concurrent
+//! O_DIRECT writes — at once, unless `MAX_ROUNDS_IN_FLIGHT` rounds are already in flight (then it
+//! goes with the next round). Rounds overlap on the device, so the queue never drains between
+//! them; only the first write of a round, which rewrites the partial last block of the round
+//! before, waits for that round's write of the block. One flusher task per log (spawned when
+//! there is work, gone when there is none) retires rounds strictly in file order — the written
+//! mark, acks and reader wake-ups advance in order — and, if any waiter needs it, runs one
+//! `fdatasync` for every round retired so far: group commit. Index entries are written by a task
+//! of their own, off that path. A failed write or sync drains the rounds in flight, rolls the log
+//! back to its last good mark and fails every waiter whose data was dropped, so the log stays
+//! consistent and the next append works once the cause is gone.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -34,7 +35,7 @@ use super::probe;
 use super::segment::{self, read_bytes, IndexJob, ScanStop, Segment};
 use super::tail::{align_up, Tail};
 use super::turn::Turnstile;
-use crate::record::{set_base_offset, validate_batch, Batch, BatchHeader, HEADER_LEN};
+use crate::record::{set_base_offset, validate_batch, Batch, BatchHeader, ValidBatch, HEADER_LEN};
 
 /// Smallest read issued for a fetch that misses the cache.
 const MIN_READ_BYTES: usize = 64 * 1024;
@@ -387,14 +388,26 @@ impl PartitionLog {
         &self.inner.config
     }
 
-    /// Appends one record batch (Kafka RecordBatch v2, exactly one batch). Its offsets are
-    /// assigned here, in place; the future resolves when the batch is as durable as the log's
-    /// fsync policy demands. On error nothing of this batch is visible.
-    pub async fn append(&self, mut batch: BytesMut) -> Result<AppendInfo> {
+    /// Appends one record batch (Kafka RecordBatch v2, exactly one batch): validates it
+    /// ([`ValidBatch::validate`]), then [`PartitionLog::append_valid`]. On error nothing of this
+    /// batch is visible.
+    pub async fn append(&self, batch: BytesMut) -> Result<AppendInfo> {
+        self.append_valid(ValidBatch::validate(batch)?).await
+    }
+
+    /// Appends one batch that was validated already (the broker checks every batch of a produce
+    /// request where it arrives, before any is appended, and does not check it twice). Its
+    /// offsets are assigned here, in place; the future resolves when the batch is as durable as
+    /// the log's fsync policy demands. On error nothing of this batch is visible.
+    pub async fn append_valid(&self, batch: ValidBatch) -> Result<AppendInfo> {
         let inner = &self.inner;
-        // Taken before any await: batches get offsets in the order `append` was called.
+        // Taken before any await: batches get offsets in the order `append`/`append_valid` was
+        // called.
         let turn = inner.append_turns.ticket();
-        let header = validate_batch(&batch)?;
+        // `ValidBatch`'s invariant: exactly one batch, CRC and records checked, `header` parsed
+        // from it. Only `baseOffset` (outside the CRC) is rewritten below.
+        let (mut batch, header) = batch.into_parts();
+        debug_assert_eq!(validate_batch(&batch), Ok(header));
         if batch.len() > inner.config.max_batch_bytes {
             return Err(StorageError::BatchTooLarge {
                 size: batch.len(),
