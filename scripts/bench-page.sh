@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures every figure of BENCHMARKS.md in one run (about 10 minutes on 2 cores): the disk and
 # loopback limits, produce and consume throughput for 100 B, 1 KiB and 16 KiB records, and e2e
-# latency at 50% and 80% of the saturated rate with the broker's --fsync never and always.
+# latency at 50% and 80% of the saturated rate with the broker's --fsync never and always, the
+# first beside the machine's loopback latency floor at the same request rate and size.
 # Usage: scripts/bench-page.sh [DATA_DIR] [OUT_DIR]   (JSON reports land in OUT_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,12 @@ for fsync in never always; do
     [ $fsync = always ] && b produce --create-topic --record-bytes 1024 --duration "$SECS" --warmup "$WARM" --json "$OUT/produce-always-1024.json"
     b e2e --create-topic --record-bytes 1024 --batch-records $E2E_BATCH --duration "$SECS" --warmup "$WARM" --json "$OUT/e2e-$fsync-saturated.json"
     sat=$(rate_of "$OUT/e2e-$fsync-saturated.json")
+    if [ $fsync = never ]; then
+        # The machine's latency floor for the 50% run's shape: the same requests/s and request
+        # size over one loopback connection, acked on arrival (no broker).
+        "$BIN" bench net --rate $((sat * 50 / 100 / E2E_BATCH)) --request-bytes $((E2E_BATCH * 1024)) \
+            --duration "$SECS" --warmup "$WARM" -q --json "$OUT/net-latency-50.json"
+    fi
     for pct in 50 80; do
         b e2e --create-topic --record-bytes 1024 --batch-records $E2E_BATCH --rate $((sat * pct / 100)) \
             --duration "$SECS" --warmup "$WARM" --json "$OUT/e2e-$fsync-$pct.json" --hdr-log "$OUT/e2e-$fsync-$pct.hlog"

@@ -270,4 +270,78 @@ fn net_measures_loopback() {
         &json,
     );
     assert!(v["bytes_per_sec"].as_f64().unwrap() > 0.0, "{v:#}");
+    assert_eq!(v["mode"], "bandwidth");
+}
+
+#[test]
+fn net_latency_mode_answers_requests_on_the_timetable() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("net-latency.json");
+    let hlog = dir.path().join("net-latency.hlog");
+    let (v, table) = bench_json(
+        &[
+            "net",
+            "--rate",
+            "1000",
+            "--request-bytes",
+            "10240",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.3",
+            "--json",
+            json.to_str().unwrap(),
+            "--hdr-log",
+            hlog.to_str().unwrap(),
+        ],
+        &json,
+    );
+    assert_full_report(&v);
+    assert_eq!(v["command"], "net");
+    assert_eq!(v["mode"], "latency");
+    assert_eq!(v["request_bytes"], 10240);
+    assert!(v["send_lag_us"]["p99"].is_number(), "{v:#}");
+    assert!(v["responder_cpu"]["cores"].is_number(), "{v:#}");
+    // Every request of the window was answered, warm-up ones too.
+    assert!(v["requests_sent"].as_u64().unwrap() > v["records"].as_u64().unwrap());
+    assert_eq!(
+        v["bytes"].as_u64(),
+        v["records"].as_u64().map(|r| r * 10240)
+    );
+    assert!(
+        table.contains("requests/s") && table.contains("p99.99"),
+        "{table}"
+    );
+    assert!(table.contains("coordinated omission corrected"), "{table}");
+    assert!(table.contains("send lag behind the timetable"), "{table}");
+    let log = std::fs::read_to_string(&hlog).unwrap();
+    assert!(log.lines().any(|l| l.starts_with("Tag=net,")), "{log}");
+
+    // With --disk-dir each request is written first; the scratch file is gone afterwards.
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let json = dir.path().join("net-disk.json");
+    let (v, table) = bench_json(
+        &[
+            "net",
+            "--rate",
+            "200",
+            "--request-bytes",
+            "10000",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "-q",
+            "--disk-dir",
+            disk.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &json,
+    );
+    assert_full_report(&v);
+    assert_eq!(v["disk_write_bytes"], 12288, "{v:#}");
+    assert!(table.contains("O_DIRECT"), "{table}");
+    assert_eq!(std::fs::read_dir(&disk).unwrap().count(), 0);
 }

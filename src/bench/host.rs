@@ -142,6 +142,16 @@ pub fn process_cpu() -> CpuTimes {
     }
 }
 
+/// CPU seconds (user, sys) the calling thread has used since it started
+/// (`getrusage(RUSAGE_THREAD)`).
+pub fn thread_cpu() -> (f64, f64) {
+    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_THREAD always exists on Linux.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(usage.ru_utime), secs(usage.ru_stime))
+}
+
 /// The load generator's CPU use over a run. Invariant: `cores` = (`user_s` + `sys_s`) / `wall_s`.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct CpuUse {

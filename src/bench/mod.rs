@@ -9,7 +9,8 @@
 //! - [`produce`], [`consume`], [`e2e`]: the workloads; [`workload`] what they share.
 //! - [`report`], [`plot`], [`hdrlog`], [`output`]: table, JSON, ASCII plot, interval log.
 //! - [`host`]: pinning client threads, the generator's own CPU use.
-//! - [`disk`], [`fio`], [`net`]: the physical limits.
+//! - [`disk`], [`fio`], [`net`]: the physical limits; [`net_latency`] the latency floor of the
+//!   produce shape (`bench net --rate`).
 
 pub mod clock;
 pub mod consume;
@@ -21,6 +22,7 @@ pub mod hdrlog;
 pub mod host;
 pub mod meter;
 pub mod net;
+pub mod net_latency;
 pub mod output;
 pub mod plot;
 pub mod produce;

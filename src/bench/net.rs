@@ -111,6 +111,7 @@ pub fn run(cfg: &NetConfig) -> Result<()> {
     );
     let v = json!({
         "command": "net",
+        "mode": "bandwidth",
         "streams": cfg.streams,
         "buffer_bytes": cfg.buffer_bytes,
         "duration_s": cfg.duration.as_secs_f64(),

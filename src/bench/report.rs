@@ -121,7 +121,13 @@ pub fn format_us(us: f64) -> String {
 
 /// The result table: one row per `(name, summary)`.
 pub fn table(rows: &[(&str, &Summary)]) -> String {
-    let mut header: Vec<String> = vec!["".into(), "records/s".into(), "MB/s".into()];
+    table_of("records/s", rows)
+}
+
+/// The result table with the rate column named `rate_unit` (`requests/s` where each sample is
+/// a request rather than a record).
+pub fn table_of(rate_unit: &str, rows: &[(&str, &Summary)]) -> String {
+    let mut header: Vec<String> = vec!["".into(), rate_unit.into(), "MB/s".into()];
     header.extend(QUANTILES.iter().map(|(n, _)| n.to_string()));
     header.push("max".into());
     let mut lines = vec![header];

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::bench::disk::{self, DiskConfig};
 use crate::bench::host::{parse_cpus, CpuSpec};
 use crate::bench::net::{self, NetConfig};
+use crate::bench::net_latency::{self, LatencyConfig};
 use crate::bench::workload::{LoadConfig, DEFAULT_MAX_IN_FLIGHT, DEFAULT_TOPIC};
 use crate::bench::{consume, e2e, produce};
 use crate::protocol::Acks;
@@ -21,8 +22,8 @@ const DEFAULT_DURATION_S: &str = "10";
 const DEFAULT_WARMUP_S: &str = "1";
 /// Default seconds of each `bench disk` shape.
 const DEFAULT_DISK_SHAPE_S: &str = "5";
-/// Default seconds of `bench net`.
-const DEFAULT_NET_S: &str = "3";
+/// Default seconds of `bench net` (bandwidth).
+const DEFAULT_NET_S: f64 = 3.0;
 
 /// Arguments of `strata bench`.
 #[derive(Debug, Args)]
@@ -35,7 +36,8 @@ fast as possible) and latency counts from the real send.\n\n\
 Examples:\n  strata bench produce --create-topic --record-bytes 1024 --duration 10\n  \
 strata bench consume --create-topic --record-bytes 100\n  \
 strata bench e2e --create-topic --rate 50000 --json e2e.json --hdr-log e2e.hlog\n  \
-strata bench disk --dir /var/lib/strata\n  strata bench net"
+strata bench disk --dir /var/lib/strata\n  strata bench net\n  \
+strata bench net --rate 2000 --request-bytes 102400 --duration 5"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -55,7 +57,9 @@ pub enum BenchCommand {
     /// Measure the data directory's limit: sequential O_DIRECT write and read bandwidth and
     /// fdatasync latency (io_uring; beside fio when it is installed).
     Disk(DiskArgs),
-    /// Measure loopback TCP bandwidth, the network's limit for clients on this machine.
+    /// Measure loopback TCP bandwidth, the network's limit for clients on this machine; with
+    /// --rate, the machine's latency floor for the produce shape (requests on a fixed timetable
+    /// over one loopback connection, each acked as soon as it is read).
     Net(NetArgs),
 }
 
@@ -161,15 +165,35 @@ pub struct DiskArgs {
 /// Options of `strata bench net`.
 #[derive(Debug, Args)]
 pub struct NetArgs {
-    /// Seconds to send for.
-    #[arg(long, value_name = "S", default_value = DEFAULT_NET_S, value_parser = parse_seconds)]
-    pub duration: Duration,
-    /// Parallel TCP connections.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Seconds to send for [default: 3; with --rate 10, after the warm-up].
+    #[arg(long, value_name = "S", value_parser = parse_seconds)]
+    pub duration: Option<Duration>,
+    /// Parallel TCP connections (bandwidth mode).
+    #[arg(long, value_name = "N", default_value_t = 1, conflicts_with = "rate")]
     pub streams: usize,
-    /// Bytes per write and per read.
-    #[arg(long, value_name = "B", default_value_t = net::DEFAULT_BUFFER_BYTES)]
+    /// Bytes per write and per read (bandwidth mode).
+    #[arg(long, value_name = "B", default_value_t = net::DEFAULT_BUFFER_BYTES, conflicts_with = "rate")]
     pub buffer_bytes: usize,
+    /// Latency mode: requests per second over one connection, sent on a fixed timetable (open
+    /// loop); latency counts from each request's due time to its ack.
+    #[arg(long, value_name = "REQUESTS_PER_S")]
+    pub rate: Option<f64>,
+    /// Bytes of each request in latency mode [default: 102400, 100 records of 1 KiB].
+    #[arg(long, value_name = "B", requires = "rate")]
+    pub request_bytes: Option<usize>,
+    /// Seconds of load before measuring starts, in latency mode [default: 1].
+    #[arg(long, value_name = "S", requires = "rate", value_parser = parse_seconds)]
+    pub warmup: Option<Duration>,
+    /// In latency mode, write each request with O_DIRECT to a preallocated file made (and
+    /// deleted) in the existing directory D before acking it: the floor of a produce to disk.
+    #[arg(long, value_name = "D", requires = "rate")]
+    pub disk_dir: Option<PathBuf>,
+    /// Write the HdrHistogram interval log of latency mode to FILE.
+    #[arg(long, value_name = "FILE", requires = "rate")]
+    pub hdr_log: Option<PathBuf>,
+    /// No progress line per second (latency mode).
+    #[arg(long, short, requires = "rate")]
+    pub quiet: bool,
     /// Also write the report as JSON to FILE ("-" for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -180,6 +204,11 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a number of seconds"))
+}
+
+/// A default number of seconds (a constant above).
+fn default_seconds(s: &str) -> Duration {
+    parse_seconds(s).expect("a valid default")
 }
 
 impl LoadArgs {
@@ -226,12 +255,30 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                 json: a.json,
             })
         }
-        BenchCommand::Net(a) => net::run(&NetConfig {
-            duration: a.duration,
-            buffer_bytes: a.buffer_bytes,
-            streams: a.streams,
-            json: a.json,
-        }),
+        BenchCommand::Net(a) => match a.rate {
+            Some(rate) => net_latency::run(&LatencyConfig {
+                rate,
+                request_bytes: a
+                    .request_bytes
+                    .unwrap_or(net_latency::DEFAULT_REQUEST_BYTES),
+                warmup: a
+                    .warmup
+                    .unwrap_or_else(|| default_seconds(DEFAULT_WARMUP_S)),
+                duration: a
+                    .duration
+                    .unwrap_or_else(|| default_seconds(DEFAULT_DURATION_S)),
+                disk_dir: a.disk_dir,
+                json: a.json,
+                hdr_log: a.hdr_log,
+                quiet: a.quiet,
+            }),
+            None => net::run(&NetConfig {
+                duration: a.duration.unwrap_or(Duration::from_secs_f64(DEFAULT_NET_S)),
+                buffer_bytes: a.buffer_bytes,
+                streams: a.streams,
+                json: a.json,
+            }),
+        },
     };
     result.map_err(|e| e.to_string())
 }
