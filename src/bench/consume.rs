@@ -17,14 +17,14 @@ use super::clock::{now_ns, secs_to_ns};
 use super::error::{BenchError, Result};
 use super::host::{pin_current, process_cpu, CpuUse};
 use super::meter::Meter;
-use super::output::{emit, open_hdr_log, watch};
+use super::output::{emit, open_hdr_log, watch_and_join};
 use super::plot::percentile_plot;
 use super::produce::{self, ProduceLoad, ProduceMeters};
 use super::records::read_stamp;
 use super::report::{table, Summary};
 use super::workload::{
-    all_finished, describe, end_offsets, join_all, json_report, measured_seconds, place_clients,
-    prepare_topic, start_time, LoadConfig,
+    describe, end_offsets, json_report, measured_seconds, place_clients, prepare_topic, start_time,
+    LoadConfig,
 };
 
 /// `strata bench consume`: with `--create-topic`, first fills a fresh topic by producing (closed
@@ -60,7 +60,7 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
     };
     let names: Vec<String> = (0..cfg.consumers).map(|i| format!("consume-{i}")).collect();
     let (cores, placement) = place_clients(&cfg.cpus, &names)?;
-    let mut hdr = open_hdr_log(cfg.hdr_log.as_deref(), "consume")?;
+    let hdr = open_hdr_log(cfg.hdr_log.as_deref(), "consume")?;
     let (cpu_start, wall_start) = (process_cpu(), now_ns());
     let start_ns = now_ns();
     let window_start = start_ns + secs_to_ns(cfg.warmup.as_secs_f64());
@@ -69,21 +69,15 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
     let abort = Arc::new(AtomicBool::new(false));
     let mode = ConsumeMode::Backlog { ends: ends.clone() };
     let handles = start(&load, &mode, &meter, &cores, end_ns, abort)?;
-    let watched = watch(
-        &[("consume", &meter)],
+    watch_and_join(
+        ("consume", &meter),
         start_ns,
         window_start,
-        hdr.as_mut(),
+        hdr,
         cfg.quiet,
-        || Ok(all_finished(&handles)),
-    );
-    let joined = join_all(handles);
+        handles,
+    )?;
     let cpu = CpuUse::since(cpu_start, wall_start);
-    watched?;
-    joined?;
-    if let Some(h) = hdr {
-        h.finish()?;
-    }
     let total = meter.total();
     let summary = Summary::new(
         &total,
@@ -126,16 +120,14 @@ fn fill(cfg: &LoadConfig, partitions: u32) -> Result<Summary> {
     };
     let load = ProduceLoad { rate: 0.0, ..load };
     let handles = produce::start(&load, start_ns, end_ns, &meters, &cores, Arc::default())?;
-    let watched = watch(
-        &[("fill", &meters.acks)],
+    watch_and_join(
+        ("fill", &meters.acks),
         start_ns,
         start_ns,
         None,
         cfg.quiet,
-        || Ok(all_finished(&handles)),
-    );
-    join_all(handles)?;
-    watched?;
+        handles,
+    )?;
     let total = meters.acks.total();
     Ok(Summary::new(
         &total,

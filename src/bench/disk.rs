@@ -34,7 +34,7 @@ const SYNC_FILE_BYTES: u64 = 1 << 30;
 /// fio's file for the read shape: at most this much is laid out first.
 const FIO_READ_FILE_BYTES: u64 = 1 << 30;
 /// O_DIRECT alignment of block sizes and offsets.
-const ALIGN: usize = 4096;
+const ALIGN: usize = crate::storage::BLOCK as usize;
 
 /// Settings of `strata bench disk`. Invariant (checked by `run`): `block_bytes` is a positive
 /// multiple of 4 KiB, `depth` and `duration` are not zero.

@@ -131,13 +131,10 @@ fn machine_busy_s() -> f64 {
 
 /// `getrusage(RUSAGE_SELF)`: every thread of this process, finished ones included.
 pub fn process_cpu() -> CpuTimes {
-    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_SELF always exists.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let (user_s, sys_s) = rusage(libc::RUSAGE_SELF);
     CpuTimes {
-        user_s: secs(usage.ru_utime),
-        sys_s: secs(usage.ru_stime),
+        user_s,
+        sys_s,
         machine_busy_s: machine_busy_s(),
     }
 }
@@ -145,9 +142,14 @@ pub fn process_cpu() -> CpuTimes {
 /// CPU seconds (user, sys) the calling thread has used since it started
 /// (`getrusage(RUSAGE_THREAD)`).
 pub fn thread_cpu() -> (f64, f64) {
-    // SAFETY: `usage` is a valid, writable rusage; RUSAGE_THREAD always exists on Linux.
+    rusage(libc::RUSAGE_THREAD)
+}
+
+/// CPU seconds (user, sys) of `who` (`RUSAGE_SELF` or `RUSAGE_THREAD`).
+fn rusage(who: libc::c_int) -> (f64, f64) {
+    // SAFETY: `usage` is a valid, writable rusage; both `who` values exist on Linux.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    unsafe { libc::getrusage(who, &mut usage) };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     (secs(usage.ru_utime), secs(usage.ru_stime))
 }

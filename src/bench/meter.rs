@@ -56,6 +56,18 @@ pub struct Tally {
     pub last_done_ns: u64,
 }
 
+impl Tally {
+    /// No samples yet.
+    fn empty() -> Tally {
+        Tally {
+            latency: histogram(),
+            records: 0,
+            bytes: 0,
+            last_done_ns: 0,
+        }
+    }
+}
+
 /// The recorders of one measured quantity (produce acknowledgements, end-to-end deliveries…).
 /// Invariant: every recorder shares `window_start_ns`.
 #[derive(Clone)]
@@ -90,12 +102,7 @@ impl Meter {
     /// Every sample recorded since the previous call (warm-up included), and starts a new
     /// interval.
     pub fn take_interval(&self) -> Tally {
-        let mut out = Tally {
-            latency: histogram(),
-            records: 0,
-            bytes: 0,
-            last_done_ns: 0,
-        };
+        let mut out = Tally::empty();
         for r in lock(&self.recorders).iter() {
             let mut s = lock(r);
             out.latency.add(&s.interval).expect("same bounds");
@@ -110,12 +117,7 @@ impl Meter {
 
     /// Every sample of the measured window so far.
     pub fn total(&self) -> Tally {
-        let mut out = Tally {
-            latency: histogram(),
-            records: 0,
-            bytes: 0,
-            last_done_ns: 0,
-        };
+        let mut out = Tally::empty();
         for r in lock(&self.recorders).iter() {
             let s = lock(r);
             out.latency.add(&s.total).expect("same bounds");

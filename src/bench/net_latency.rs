@@ -42,7 +42,7 @@ pub const DEFAULT_REQUEST_BYTES: usize = 100 * 1024;
 /// Bytes of each ack: the request's sequence number (u64, little endian) and 8 zero bytes.
 pub const ACK_BYTES: usize = 16;
 /// O_DIRECT alignment of the responder's writes (size and offset).
-const ALIGN: usize = 4096;
+const ALIGN: usize = crate::storage::BLOCK as usize;
 /// Largest file `--disk-dir` preallocates; a longer run wraps around and overwrites it.
 pub const MAX_DISK_FILE_BYTES: u64 = 8 << 30;
 /// How long the ack reader waits for one ack before the run counts as hung.

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -13,6 +14,7 @@ use super::error::{BenchError, Result};
 use super::hdrlog::HdrLog;
 use super::meter::Meter;
 use super::report::progress_line;
+use super::workload::{all_finished, join_all};
 
 /// Seconds between progress lines and between HDR log intervals.
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -21,6 +23,33 @@ const DONE_POLL_NS: u64 = 20_000_000;
 
 /// The `--json` path that means standard output.
 pub const STDOUT: &str = "-";
+
+/// The end of a load run by one set of threads: [`watch`]es `meter` until every thread has
+/// finished, joins them, then closes the HDR log. The first error of the three is returned.
+pub fn watch_and_join(
+    meter: (&str, &Meter),
+    start_ns: u64,
+    window_start_ns: u64,
+    mut hdr: Option<HdrLog>,
+    quiet: bool,
+    handles: Vec<JoinHandle<Result<()>>>,
+) -> Result<()> {
+    let watched = watch(
+        &[meter],
+        start_ns,
+        window_start_ns,
+        hdr.as_mut(),
+        quiet,
+        || Ok(all_finished(&handles)),
+    );
+    let joined = join_all(handles);
+    watched?;
+    joined?;
+    if let Some(h) = hdr {
+        h.finish()?;
+    }
+    Ok(())
+}
 
 /// Prints a progress line per meter every [`INTERVAL`] from `start_ns` until `done()` is true,
 /// and writes each measured interval (from `window_start_ns` on) to `hdr`, tagged with the

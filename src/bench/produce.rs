@@ -23,14 +23,13 @@ use super::clock::{fine_timer_slack, now_ns, secs_to_ns, sleep_until_ns, NS_PER_
 use super::error::{BenchError, Result};
 use super::host::{pin_current, process_cpu, CpuUse};
 use super::meter::{Meter, Recorder};
-use super::output::{emit, open_hdr_log, watch};
+use super::output::{emit, open_hdr_log, watch_and_join};
 use super::plot::percentile_plot;
 use super::records::BatchTemplate;
 use super::report::{format_us, table, LatencyUs, Summary};
 use super::schedule::{Next, Pacer, Pacing, Timetable};
 use super::workload::{
-    all_finished, describe, join_all, json_report, measured_seconds, place_clients, prepare_topic,
-    start_time, LoadConfig,
+    describe, json_report, measured_seconds, place_clients, prepare_topic, start_time, LoadConfig,
 };
 
 /// `strata bench produce`: producers against the broker for the warm-up and the duration.
@@ -40,7 +39,7 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
     let load = ProduceLoad::from_config(cfg, partitions, false);
     let names: Vec<String> = (0..cfg.producers).map(|i| format!("produce-{i}")).collect();
     let (cores, placement) = place_clients(&cfg.cpus, &names)?;
-    let mut hdr = open_hdr_log(cfg.hdr_log.as_deref(), "produce")?;
+    let hdr = open_hdr_log(cfg.hdr_log.as_deref(), "produce")?;
     let batch_bytes = BatchTemplate::new(load.batch_records, load.record_bytes)?
         .bytes()
         .len();
@@ -54,21 +53,15 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
     };
     let abort = Arc::new(AtomicBool::new(false));
     let handles = start(&load, start_ns, end_ns, &meters, &cores, abort)?;
-    let watched = watch(
-        &[("produce", &meters.acks)],
+    watch_and_join(
+        ("produce", &meters.acks),
         start_ns,
         window_start,
-        hdr.as_mut(),
+        hdr,
         cfg.quiet,
-        || Ok(all_finished(&handles)),
-    );
-    let joined = join_all(handles);
+        handles,
+    )?;
     let cpu = CpuUse::since(cpu_start, wall_start);
-    watched?;
-    joined?;
-    if let Some(h) = hdr {
-        h.finish()?;
-    }
     let total = meters.acks.total();
     let summary = Summary::new(
         &total,
