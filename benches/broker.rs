@@ -14,7 +14,7 @@
 //! storage engine). Everything it writes is deleted when it ends.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -104,9 +104,7 @@ fn histogram() -> Histogram<u64> {
 }
 
 fn batch() -> BytesMut {
-    let ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let ts = strata::clock::now_ms();
     let value = vec![b'x'; RECORD_BYTES];
     let mut b = BatchBuilder::new();
     for i in 0..RECORDS_PER_BATCH {

@@ -31,7 +31,7 @@ use std::fmt::Display;
 use std::fs;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures::future::try_join_all;
@@ -378,18 +378,11 @@ fn log_config(fsync: FsyncPolicy) -> LogConfig {
     }
 }
 
-/// Milliseconds since the epoch, the timestamp of the benchmark records.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// One valid batch of `records` records of `value_bytes` bytes each, no keys.
 fn batch(records: usize, value_bytes: usize) -> BytesMut {
     let value: Vec<u8> = (0..value_bytes).map(|i| (i * 131 % 251) as u8).collect();
     let mut b = BatchBuilder::with_capacity(records * (value_bytes + 16) + 128);
-    let ts = now_ms();
+    let ts = strata::clock::now_ms();
     for _ in 0..records {
         b.append(ts, None, Some(&value), &[]);
     }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod coordinator;
 pub mod demo;
 pub mod metadata;

@@ -337,10 +337,7 @@ fn retention_deletes_whole_closed_segments_by_bytes_and_by_age() {
     run(async {
         let log = PartitionLog::open(dir.path(), config).await.unwrap();
         let before = log.stats();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64;
+        let now = strata::clock::now_ms();
         let out = log.enforce_retention(now).unwrap();
         assert_eq!(
             out.segments_deleted,

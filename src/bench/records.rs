@@ -46,9 +46,7 @@ impl BatchTemplate {
         let value: Vec<u8> = (0..record_bytes)
             .map(|i| (i.wrapping_mul(131) % 251) as u8)
             .collect();
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let ts = crate::clock::now_ms();
         let mut b = BatchBuilder::with_capacity(records * (record_bytes + 16) + 128);
         for _ in 0..records {
             b.append(ts, None, Some(&value), &[]);

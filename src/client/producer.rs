@@ -16,10 +16,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::clock::now_ms;
 use crate::protocol::{Acks, ApiKey, ProduceRequest, RequestBody, ResponseBody};
 use crate::record::BatchBuilder;
 
@@ -366,12 +367,6 @@ impl Drop for Producer {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Moves the open batch of `topic`/`partition` to the ready queue.

@@ -21,7 +21,7 @@ use crate::shard::Shutdown;
 
 use super::msg::{Answer, OpError, OpResult};
 // Wall-clock ms (commit times, boot nonce); deadlines use the service's monotonic clock.
-use super::shard::now_ms as wall_ms;
+use crate::clock::now_ms as wall_ms;
 
 /// Longest the service sleeps without checking session deadlines.
 const MAX_TICK: Duration = Duration::from_secs(1);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::channel::oneshot;
 use futures::future::{select, Either};
@@ -15,6 +15,7 @@ use glommio::channels::channel_mesh::Senders;
 use glommio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::clock::now_ms;
 use crate::metadata::{partition_dir, Catalog, Topic};
 use crate::protocol::{
     ErrorCode, FetchRequest, FetchResponse, ListOffsetsResponse, OffsetSpec, ProduceResponse,
@@ -575,11 +576,4 @@ fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)?;
     // SAFETY: the fd is a bound, listening TCP socket that we own and hand over whole.
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

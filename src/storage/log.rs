@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
@@ -35,6 +35,7 @@ use super::probe;
 use super::segment::{self, read_bytes, IndexJob, ScanStop, Segment};
 use super::tail::{align_up, Tail};
 use super::turn::Turnstile;
+use crate::clock::now_ms;
 use crate::record::{set_base_offset, validate_batch, Batch, BatchHeader, ValidBatch, HEADER_LEN};
 
 /// Smallest read issued for a fetch that misses the cache.
@@ -224,13 +225,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct PartitionLog {
     inner: Rc<Inner>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 async fn sync_dir(dir: &Path) -> Result<()> {

@@ -70,12 +70,7 @@ pub fn seed(var: &str) -> u64 {
     seed
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+pub use strata::clock::now_ms;
 
 /// How a broker start ended when it did not become ready.
 #[derive(Debug)]

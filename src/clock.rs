@@ -1,0 +1,11 @@
+//! The wall clock as Kafka timestamps use it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch (0 if the clock reads before it): record timestamps,
+/// segment ages, group session deadlines.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
