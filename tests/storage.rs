@@ -581,3 +581,175 @@ fn a_full_disk_fails_the_append_cleanly_and_the_log_recovers_when_space_returns(
     });
     drop(fs);
 }
+
+/// Bytes of `path` in `start..end` that lie in unwritten (preallocated, never written) extents,
+/// from the FIEMAP ioctl; `None` when the file system does not answer it.
+fn unwritten_bytes(path: &Path, start: u64, end: u64) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_FLAG_SYNC: u32 = 0x1;
+    const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x800;
+    const EXTENTS: usize = 256;
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; EXTENTS],
+    }
+    let file = std::fs::File::open(path).unwrap();
+    let mut map = Fiemap {
+        start,
+        length: end - start,
+        flags: FIEMAP_FLAG_SYNC,
+        mapped_extents: 0,
+        extent_count: EXTENTS as u32,
+        reserved: 0,
+        extents: [Extent::default(); EXTENTS],
+    };
+    // SAFETY: `map` is a `struct fiemap` with room for `extent_count` extents, as the ioctl needs.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut map) };
+    if rc != 0 {
+        return None;
+    }
+    assert!(
+        (map.mapped_extents as usize) < EXTENTS,
+        "more extents than the test reads"
+    );
+    let unwritten = map.extents[..map.mapped_extents as usize]
+        .iter()
+        .filter(|e| e.flags & FIEMAP_EXTENT_UNWRITTEN != 0)
+        .map(|e| {
+            let lo = e.logical.max(start);
+            let hi = (e.logical + e.length).min(end);
+            hi.saturating_sub(lo)
+        })
+        .sum();
+    Some(unwritten)
+}
+
+#[test]
+fn under_always_the_segment_is_zeroed_ahead_of_the_tail_and_appends_overwrite_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        fsync: FsyncPolicy::Always,
+        retention_ms: None,
+        cache_bytes: 0,
+        ..LogConfig::default()
+    };
+    let path = dir.path().join(format!("{:020}.log", 0));
+    let mut want = Vec::new();
+    run(async {
+        let log = PartitionLog::open(dir.path(), config.clone())
+            .await
+            .unwrap();
+        log.append(demo_batch(0, 4, 1000)).await.unwrap();
+        want.push(expected(0, 4, 1000, 0));
+        // The zeroer runs in the background: give it time to write and sync 4 MiB ahead.
+        let ahead = (4096, 4 << 20);
+        let mut left = unwritten_bytes(&path, ahead.0, ahead.1);
+        for _ in 0..200 {
+            if left.is_none_or(|n| n == 0) {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            left = unwritten_bytes(&path, ahead.0, ahead.1);
+        }
+        match left {
+            Some(n) => assert_eq!(n, 0, "unwritten bytes ahead of the tail under always"),
+            None => eprintln!("FIEMAP unsupported here: extent check skipped"),
+        }
+        // Appends now land on the zeroed blocks, across several zero pieces.
+        for i in 1..400u64 {
+            log.append(demo_batch(i, 8, 1000)).await.unwrap();
+            want.push(expected(i, 8, 1000, 4 + (i as i64 - 1) * 8));
+        }
+        assert_eq!(read_all(&log).await, want);
+        log.close().await.unwrap();
+        let data = log.stats().bytes;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            data,
+            "a closed segment ends at its last batch, zeros cut"
+        );
+    });
+    run(async {
+        let log = PartitionLog::open(dir.path(), config.clone())
+            .await
+            .unwrap();
+        assert_eq!(read_all(&log).await, want);
+    });
+}
+
+#[test]
+fn under_never_nothing_is_zeroed_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        fsync: FsyncPolicy::Never,
+        retention_ms: None,
+        ..LogConfig::default()
+    };
+    let path = dir.path().join(format!("{:020}.log", 0));
+    run(async {
+        let log = PartitionLog::open(dir.path(), config).await.unwrap();
+        log.append(demo_batch(0, 4, 1000)).await.unwrap();
+        log.flush().await.unwrap();
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        if let Some(n) = unwritten_bytes(&path, 1 << 20, 4 << 20) {
+            assert_eq!(n, 3 << 20, "preallocated blocks stay unwritten under never");
+        }
+    });
+}
+
+#[test]
+fn segments_rolled_under_always_end_at_their_last_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small(FsyncPolicy::Always);
+    let mut want = Vec::new();
+    run(async {
+        let log = PartitionLog::open(dir.path(), config.clone())
+            .await
+            .unwrap();
+        // Appends in flight at once, so rounds meet the zeroer mid-run and rolls stop it.
+        let mut pending = FuturesUnordered::new();
+        for i in 0..300u64 {
+            pending.push(log.append(demo_batch(i, 4, 700)));
+            want.push(expected(i, 4, 700, i as i64 * 4));
+        }
+        while let Some(r) = pending.next().await {
+            r.unwrap();
+        }
+        log.close().await.unwrap();
+        assert!(segment_count(dir.path()) > 3, "the appends rolled segments");
+        let on_disk: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        assert_eq!(
+            on_disk,
+            log.stats().bytes,
+            "no zeros past any segment's end"
+        );
+    });
+    run(async {
+        let log = PartitionLog::open(dir.path(), config.clone())
+            .await
+            .unwrap();
+        assert_eq!(read_all(&log).await, want);
+    });
+}

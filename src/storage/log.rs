@@ -9,10 +9,12 @@
 //! before, waits for that round's write of the block. One flusher task per log (spawned when
 //! there is work, gone when there is none) retires rounds strictly in file order — the written
 //! mark, acks and reader wake-ups advance in order — and, if any waiter needs it, runs one
-//! `fdatasync` for every round retired so far: group commit. Index entries are written by a task
-//! of their own, off that path. A failed write or sync drains the rounds in flight, rolls the log
-//! back to its last good mark and fails every waiter whose data was dropped, so the log stays
-//! consistent and the next append works once the cause is gone.
+//! `fdatasync` for every round retired so far: group commit. Under `Always` a zeroer task writes
+//! zeros ahead of the tail so those syncs cover overwrites of written blocks, with no journal
+//! commit (see `ZeroAhead`). Index entries are written by a task of their own, off that path. A
+//! failed write or sync drains the rounds in flight, rolls the log back to its last good mark
+//! and fails every waiter whose data was dropped, so the log stays consistent and the next
+//! append works once the cause is gone.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -33,7 +35,7 @@ use super::config::{FsyncPolicy, LogConfig};
 use super::error::{Result, StorageError};
 use super::probe;
 use super::segment::{self, read_bytes, IndexJob, ScanStop, Segment};
-use super::tail::{align_up, Tail};
+use super::tail::{align_up, Tail, BLOCK};
 use super::turn::Turnstile;
 use crate::clock::now_ms;
 use crate::record::{set_base_offset, validate_batch, Batch, BatchHeader, ValidBatch, HEADER_LEN};
@@ -50,6 +52,16 @@ const MAX_ROUNDS_IN_FLIGHT: usize = 4;
 /// entries written this late only lengthen the recovery scan after a crash (it starts at the
 /// last entry in the file).
 const INDEX_PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// Under `Always`, the active segment is zeroed this far ahead of its tail (see `ZeroAhead`).
+const ZERO_AHEAD_BYTES: u64 = 8 << 20;
+/// A zeroing run starts once fewer zeroed bytes than this lie ahead of the tail.
+const ZERO_LOW_WATER_BYTES: u64 = 4 << 20;
+/// Size of each zero write. They go one at a time, so a data write queued behind one waits
+/// about 0.1 ms on this machine's disk.
+const ZERO_PIECE_BYTES: usize = 256 * 1024;
+/// Rounds of a segment that may wait for the zeroer before zeroing stops for that segment:
+/// appends are outrunning it, and writing every byte twice would halve their bandwidth.
+const ZERO_MAX_WAITS: u32 = 8;
 
 /// Where an acknowledged append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +130,58 @@ struct Waiter {
     tx: oneshot::Sender<Result<()>>,
 }
 
+/// Zeroing of the active segment ahead of its tail, under `Always` only. ext4 writes into
+/// preallocated (unwritten) extents convert them when the write completes, and the next
+/// `fdatasync` must commit that to the journal: on this machine a 4 KiB durable append took twice
+/// as long (write 130 µs + fdatasync 122 µs at p50) as one over blocks written before (62 + 60
+/// µs). So a background task writes zeros ahead of the tail and syncs them once per run, and
+/// appends overwrite written blocks. Invariant: while `writing`, blocks from the zeroer's start
+/// up to `zeroed_to` hold written zeros, no round is issued past `zeroed_to`, and the zeroer's
+/// next write starts at `zeroed_to`; it never starts below the tail's end.
+struct ZeroAhead {
+    /// Zeros are written up to here (blocks past it may be unwritten extents or holes).
+    zeroed_to: u64,
+    /// The zeroer is writing: rounds reaching past `zeroed_to` wait.
+    writing: bool,
+    /// The zeroer task exists (writing, or syncing what it wrote).
+    running: bool,
+    /// Asks the zeroer to stop after the write in flight.
+    stop: bool,
+    /// Rounds of this segment that had to wait for the zeroer.
+    waits: u32,
+    /// No zeroing for the rest of this segment (or ever, for a log not under `Always`).
+    off: bool,
+    /// Woken whenever `zeroed_to`, `writing` or `running` change.
+    progress: Vec<oneshot::Sender<()>>,
+}
+
+impl ZeroAhead {
+    fn new(zeroed_to: u64, fsync: FsyncPolicy) -> Self {
+        ZeroAhead {
+            zeroed_to,
+            writing: false,
+            running: false,
+            stop: false,
+            waits: 0,
+            off: fsync != FsyncPolicy::Always,
+            progress: Vec::new(),
+        }
+    }
+
+    /// A receiver woken at the zeroer's next step.
+    fn next_step(&mut self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.progress.push(tx);
+        rx
+    }
+
+    fn wake(&mut self) {
+        for tx in self.progress.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// Mutable state of a log. Invariant: `segments` is non-empty with contiguous offsets, the last
 /// one is active, `synced.offset <= written.offset <= active.next_offset`, and every round in
 /// flight belongs to the active segment and lies past `written`.
@@ -141,6 +205,7 @@ struct State {
     flusher_running: bool,
     indexer_running: bool,
     interval_sync_pending: bool,
+    zero: ZeroAhead,
     active_since: Instant,
     closed: bool,
 }
@@ -359,6 +424,7 @@ impl PartitionLog {
             flusher_running: false,
             indexer_running: false,
             interval_sync_pending: false,
+            zero: ZeroAhead::new(cut, config.fsync),
             active_since: Instant::now(),
             closed: false,
         };
@@ -434,7 +500,10 @@ impl PartitionLog {
             };
             let pos = st.tail.end();
             let file = st.active().file.clone();
-            st.tail.push(&file, &batch);
+            // One write with the carried block when that block's last write is done and the
+            // blocks after it are zeroed (see `Tail::push`).
+            let carry_alone = st.rounds_in_flight > 0 || st.zero.zeroed_to < align_up(pos) + BLOCK;
+            st.tail.push(&file, &batch, carry_alone);
             st.active_mut()
                 .note_batch(pos, &header, inner.config.index_interval_bytes);
             st.cache
@@ -768,6 +837,7 @@ impl PartitionLog {
             st.written = mark.clone();
             st.synced = mark;
             st.segments.push(seg);
+            st.zero = ZeroAhead::new(0, self.inner.config.fsync);
             st.active_since = Instant::now();
         }
         debug!(dir = %self.inner.dir.display(), base, "rolled to a new segment");
@@ -778,6 +848,8 @@ impl PartitionLog {
     /// Seals the active segment: final time entry, indexes written and synced, data file cut to
     /// its exact size and synced. Called with the append lock held and nothing pending.
     async fn finalize_active(&self) -> Result<()> {
+        // No zero write may land after the cut.
+        stop_zeroer(&self.inner).await;
         let _index_permit = self
             .inner
             .index_lock
@@ -862,7 +934,7 @@ impl PartitionLog {
 /// flight (the flusher issues it when one retires) or a rollback is under way.
 fn issue_writes(inner: &Rc<Inner>) {
     let mut st = inner.state.borrow_mut();
-    if st.draining || st.rounds_in_flight >= MAX_ROUNDS_IN_FLIGHT {
+    if st.draining || st.rounds_in_flight >= MAX_ROUNDS_IN_FLIGHT || waits_for_zeroer(&st) {
         return;
     }
     let Some(w) = st.tail.take() else {
@@ -890,9 +962,9 @@ fn issue_writes(inner: &Rc<Inner>) {
 }
 
 /// Writes one round's chunks concurrently. The first waits for `after` (the previous round's
-/// write of the block it rewrites, so two writes of one block never race; such a first chunk is
-/// that one block alone, so the new blocks go to the device at once); `last_done` fires once the
-/// last chunk is written, whatever the outcome.
+/// write of the block it rewrites, so two writes of one block never race; while that write may
+/// still be in flight, such a first chunk is that one block alone, so the new blocks go to the
+/// device at once); `last_done` fires once the last chunk is written, whatever the outcome.
 async fn write_round(
     file: Rc<DmaFile>,
     chunks: Vec<(DmaBuffer, u64)>,
@@ -940,6 +1012,7 @@ async fn write_chunk(file: &DmaFile, buf: DmaBuffer, pos: u64) -> std::io::Resul
 /// written mark and acknowledges, then syncs if anyone needs it, until no work is left.
 async fn run_flusher(inner: Rc<Inner>) {
     loop {
+        start_zeroer(&inner);
         issue_writes(&inner);
         let next = inner.state.borrow_mut().inflight.pop_front();
         if let Some(round) = next {
@@ -980,7 +1053,112 @@ async fn run_flusher(inner: Rc<Inner>) {
                 // of its own while the woken ones waited for the next, halving appends per sync.
                 glommio::executor().yield_now().await;
             }
+        } else if waits_for_zeroer(&inner.state.borrow()) {
+            wait_for_zeroer(&inner).await;
         }
+    }
+}
+
+/// True when the tail reaches past the zeroes written so far while the zeroer is still writing:
+/// its round must wait, or it could race a zero write to the same blocks (or be zeroed later).
+fn waits_for_zeroer(st: &State) -> bool {
+    st.zero.writing && st.tail.is_dirty() && align_up(st.tail.end()) > st.zero.zeroed_to
+}
+
+/// Starts a zeroing run (under `Always`) when fewer than `ZERO_LOW_WATER_BYTES` zeroed bytes lie
+/// ahead of the tail: zeros from there to `ZERO_AHEAD_BYTES` past the tail, within the segment.
+fn start_zeroer(inner: &Rc<Inner>) {
+    let mut st = inner.state.borrow_mut();
+    if st.zero.off || st.zero.running || st.draining || st.closed {
+        return;
+    }
+    let tail_end = align_up(st.tail.end());
+    let from = st.zero.zeroed_to.max(tail_end);
+    let to = (tail_end + ZERO_AHEAD_BYTES).min(align_up(inner.config.segment_bytes));
+    if from >= to || from - tail_end >= ZERO_LOW_WATER_BYTES {
+        return;
+    }
+    st.zero.zeroed_to = from;
+    st.zero.writing = true;
+    st.zero.running = true;
+    let file = st.active().file.clone();
+    drop(st);
+    glommio::spawn_local(run_zeroer(inner.clone(), file, from, to)).detach();
+}
+
+/// Writes zeros over `from..to` of the active segment, one piece at a time (stopping early when
+/// asked), then syncs them once so the extent conversions are committed before appends land
+/// there. A failure only ends zeroing for this segment: appends then write unwritten extents.
+async fn run_zeroer(inner: Rc<Inner>, file: Rc<DmaFile>, from: u64, to: u64) {
+    let mut pos = from;
+    let mut failed = None;
+    while pos < to && !inner.state.borrow().zero.stop {
+        let len = ZERO_PIECE_BYTES.min((to - pos) as usize);
+        let mut buf = file.alloc_dma_buffer(len);
+        buf.as_bytes_mut().fill(0);
+        if let Err(e) = write_chunk(&file, buf, pos).await {
+            failed = Some(e);
+            break;
+        }
+        pos += len as u64;
+        let mut st = inner.state.borrow_mut();
+        st.zero.zeroed_to = pos;
+        let seg = st.active_mut();
+        seg.allocated = seg.allocated.max(pos);
+        st.zero.wake();
+    }
+    {
+        let mut st = inner.state.borrow_mut();
+        st.zero.writing = false;
+        st.zero.wake();
+    }
+    if failed.is_none() && pos > from {
+        failed = file
+            .fdatasync()
+            .await
+            .err()
+            .map(super::error::IoCause::into_io);
+    }
+    let mut st = inner.state.borrow_mut();
+    if let Some(e) = failed {
+        warn!(segment = %st.active().path.display(), error = %e,
+            "zeroing ahead of the tail failed; appends to this segment write unzeroed blocks");
+        st.zero.off = true;
+    }
+    st.zero.running = false;
+    st.zero.wake();
+}
+
+/// Waits for the zeroer's next step, as a round that reaches past its zeros must. After
+/// `ZERO_MAX_WAITS` such waits in one segment, zeroing stops there.
+async fn wait_for_zeroer(inner: &Rc<Inner>) {
+    let rx = {
+        let mut st = inner.state.borrow_mut();
+        st.zero.waits += 1;
+        if st.zero.waits >= ZERO_MAX_WAITS && !st.zero.off {
+            debug!(segment = %st.active().path.display(),
+                "appends outrun the zeroer: no more zeroing ahead in this segment");
+            st.zero.off = true;
+            st.zero.stop = true;
+        }
+        st.zero.next_step()
+    };
+    let _ = rx.await;
+}
+
+/// Stops the zeroer and waits until its task is over, so nothing writes the file while it is cut.
+async fn stop_zeroer(inner: &Rc<Inner>) {
+    loop {
+        let rx = {
+            let mut st = inner.state.borrow_mut();
+            if !st.zero.running {
+                st.zero.stop = false;
+                return;
+            }
+            st.zero.stop = true;
+            st.zero.next_step()
+        };
+        let _ = rx.await;
     }
 }
 
@@ -1204,6 +1382,7 @@ fn remove_segments(doomed: Vec<Segment>, why: &str) -> Result<RetentionOutcome> 
 
 async fn rollback(inner: &Rc<Inner>, to: Level, err: &StorageError) {
     drain_rounds(inner).await;
+    stop_zeroer(inner).await;
     let (file, path, cut) = {
         let mut st = inner.state.borrow_mut();
         let mark = match to {
@@ -1226,6 +1405,7 @@ async fn rollback(inner: &Rc<Inner>, to: Level, err: &StorageError) {
         seg.recount_since_index();
         seg.allocated = seg.allocated.min(cut);
         let out = (seg.file.clone(), seg.path.clone(), cut);
+        st.zero.zeroed_to = st.zero.zeroed_to.min(cut);
         st.fail_waiters(err, None);
         out
     };

@@ -74,12 +74,14 @@ impl Tail {
     }
 
     /// Copies `bytes` to the end of the tail (the one copy an appended batch makes).
-    pub fn push(&mut self, file: &DmaFile, mut bytes: &[u8]) {
+    /// `carry_alone` (read only when this starts a new write) gives the block carried over from
+    /// the last write a chunk of its own: its rewrite must wait for that write, but the wholly
+    /// new blocks after it need not, and a write mixing a written block with unwritten extents
+    /// is punted to an io_uring worker. When that write is done and the blocks ahead are written
+    /// (zeroed), one write is better: two small writes took twice as long as one here.
+    pub fn push(&mut self, file: &DmaFile, mut bytes: &[u8], carry_alone: bool) {
         if self.chunks.is_empty() {
-            // The block carried over from the last write gets a chunk of its own: its rewrite
-            // must wait for that write, but the wholly new blocks after it need not (and a
-            // write mixing a written block with fresh ones is punted to an io_uring worker).
-            let size = if self.carry.is_empty() {
+            let size = if self.carry.is_empty() || !carry_alone {
                 CHUNK_BYTES
             } else {
                 BLOCK as usize
