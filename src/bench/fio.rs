@@ -25,6 +25,10 @@ pub struct FioJob {
     pub block: u64,
     pub depth: usize,
     pub fdatasync_every: Option<usize>,
+    /// fio lays the file out with writes first (`--overwrite=1`), so the job's writes overwrite
+    /// written blocks, as strata's durable appends do (on a fresh preallocated file each write
+    /// would convert an unwritten extent, and each `fdatasync` commit that to the journal).
+    pub overwrite: bool,
     /// File size; fio loops over it if it gets to the end before `run_for` has passed.
     pub size: u64,
     pub run_for: Duration,
@@ -54,6 +58,21 @@ pub fn version() -> Option<String> {
 
 /// Runs `job` on `file` (created by fio, deleted afterwards) and parses its report.
 pub fn run(job: &FioJob, file: &Path) -> Result<FioReport> {
+    let out = command(job, file).output();
+    let _ = std::fs::remove_file(file);
+    let out = out.map_err(|e| BenchError::Fio(format!("cannot run fio: {e}")))?;
+    if !out.status.success() {
+        return Err(BenchError::Fio(format!(
+            "job {} failed: {}",
+            job.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    parse(&String::from_utf8_lossy(&out.stdout), job)
+}
+
+/// The fio command line of `job` on `file`.
+fn command(job: &FioJob, file: &Path) -> Command {
     let mut cmd = Command::new("fio");
     cmd.arg(format!("--name={}", job.name))
         // fio splits --filename on ':'.
@@ -70,19 +89,12 @@ pub fn run(job: &FioJob, file: &Path) -> Result<FioReport> {
     if let Some(n) = job.fdatasync_every {
         cmd.arg(format!("--fdatasync={n}"));
     }
+    if job.overwrite {
+        cmd.arg("--overwrite=1");
+    }
     cmd.arg(format!("--runtime={}ms", job.run_for.as_millis()))
         .arg("--time_based");
-    let out = cmd.output();
-    let _ = std::fs::remove_file(file);
-    let out = out.map_err(|e| BenchError::Fio(format!("cannot run fio: {e}")))?;
-    if !out.status.success() {
-        return Err(BenchError::Fio(format!(
-            "job {} failed: {}",
-            job.name,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    parse(&String::from_utf8_lossy(&out.stdout), job)
+    cmd
 }
 
 /// Reads fio's `--output-format=json` report of a single job.
@@ -136,19 +148,42 @@ fn latency(v: &Value) -> Option<LatencyUs> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reads_fio_json_with_sync_latency() {
-        let job = FioJob {
+    /// A 4 KiB write + fdatasync job standing for 2 operations per I/O.
+    fn sync_job(overwrite: bool) -> FioJob {
+        FioJob {
             name: "t",
             engine: ORDERED_ENGINE,
             read: false,
             block: 4096,
             depth: 1,
             fdatasync_every: Some(1),
+            overwrite,
             size: 1 << 20,
             run_for: Duration::from_secs(1),
             ops_per_io: 2,
-        };
+        }
+    }
+
+    fn args(job: &FioJob) -> Vec<String> {
+        command(job, Path::new("/d/a:b"))
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn overwrite_lays_the_file_out_first() {
+        let on = args(&sync_job(true));
+        assert!(on.iter().any(|a| a == "--overwrite=1"), "{on:?}");
+        assert!(on.iter().any(|a| a == "--fdatasync=1"), "{on:?}");
+        assert!(on.iter().any(|a| a == "--filename=/d/a\\:b"), "{on:?}");
+        let off = args(&sync_job(false));
+        assert!(!off.iter().any(|a| a.starts_with("--overwrite")), "{off:?}");
+    }
+
+    #[test]
+    fn reads_fio_json_with_sync_latency() {
+        let job = sync_job(true);
         let pct = |base: f64| {
             serde_json::json!({"50.000000": base, "90.000000": base * 2.0, "99.000000": base * 3.0,
                 "99.900000": base * 4.0, "99.990000": base * 5.0})

@@ -55,7 +55,8 @@ pub enum BenchCommand {
     /// consumer.
     E2e(LoadArgs),
     /// Measure the data directory's limit: sequential O_DIRECT write and read bandwidth and
-    /// fdatasync latency (io_uring; beside fio when it is installed).
+    /// the latency of fdatasync after each 4 KiB overwrite of a file written out first, as
+    /// `--fsync always` appends overwrite a zeroed segment (io_uring; beside fio when installed).
     Disk(DiskArgs),
     /// Measure loopback TCP bandwidth, the network's limit for clients on this machine; with
     /// --rate, the machine's latency floor for the produce shape (requests on a fixed timetable
