@@ -2,7 +2,8 @@
 # Measures every figure of BENCHMARKS.md in one run (about 10 minutes on 2 cores): the disk and
 # loopback limits, produce and consume throughput for 100 B, 1 KiB and 16 KiB records, and e2e
 # latency at 50% and 80% of the saturated rate with the broker's --fsync never and always, the
-# first beside the machine's loopback latency floor at the same request rate and size.
+# first beside the machine's loopback latency floor at the same request rate and size, and a light
+# --fsync always load beside the floor of a durable write of the same shape.
 # Usage: scripts/bench-page.sh [DATA_DIR] [OUT_DIR]   (JSON reports land in OUT_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +41,16 @@ for size in 100 1024 16384; do
 done
 for fsync in never always; do
     start $fsync
-    [ $fsync = always ] && b produce --create-topic --record-bytes 1024 --duration "$SECS" --warmup "$WARM" --json "$OUT/produce-always-1024.json"
+    if [ $fsync = always ]; then
+        b produce --create-topic --record-bytes 1024 --duration "$SECS" --warmup "$WARM" --json "$OUT/produce-always-1024.json"
+        # Light load: 1000 requests/s of 4 x 1 KiB (4.2 KB on the wire), beside the machine's floor
+        # for that shape: one connection, each request written over written blocks with O_DIRECT
+        # and fdatasync'd before its ack (no broker).
+        "$BIN" bench net --rate 1000 --request-bytes 4200 --disk-dir "$DATA" --fsync \
+            --duration "$SECS" --warmup "$WARM" -q --json "$OUT/net-latency-fsync.json"
+        b produce --create-topic --record-bytes 1024 --batch-records 4 --rate 4000 \
+            --duration "$SECS" --warmup "$WARM" --json "$OUT/produce-always-light.json"
+    fi
     b e2e --create-topic --record-bytes 1024 --batch-records $E2E_BATCH --duration "$SECS" --warmup "$WARM" --json "$OUT/e2e-$fsync-saturated.json"
     sat=$(rate_of "$OUT/e2e-$fsync-saturated.json")
     if [ $fsync = never ]; then
