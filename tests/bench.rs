@@ -342,6 +342,54 @@ fn net_latency_mode_answers_requests_on_the_timetable() {
     );
     assert_full_report(&v);
     assert_eq!(v["disk_write_bytes"], 12288, "{v:#}");
+    assert_eq!(v["disk_fsync"], false, "{v:#}");
     assert!(table.contains("O_DIRECT"), "{table}");
+    assert!(!table.contains("fdatasync"), "{table}");
     assert_eq!(std::fs::read_dir(&disk).unwrap().count(), 0);
+
+    // With --fsync each write is also synced, into a file written out first; gone afterwards.
+    let json = dir.path().join("net-fsync.json");
+    let (v, table) = bench_json(
+        &[
+            "net",
+            "--rate",
+            "200",
+            "--request-bytes",
+            "4200",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "-q",
+            "--disk-dir",
+            disk.to_str().unwrap(),
+            "--fsync",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &json,
+    );
+    assert_full_report(&v);
+    assert_eq!(v["disk_write_bytes"], 8192, "{v:#}");
+    assert_eq!(v["disk_fsync"], true, "{v:#}");
+    assert!(v["requests_sent"].as_u64().unwrap() > v["records"].as_u64().unwrap());
+    assert!(
+        table.contains("O_DIRECT pwrite of it and an fdatasync"),
+        "{table}"
+    );
+    assert!(table.contains("written out and synced first"), "{table}");
+    assert_eq!(std::fs::read_dir(&disk).unwrap().count(), 0);
+}
+
+#[test]
+fn net_fsync_without_a_disk_dir_is_a_usage_error() {
+    for args in [
+        &["net", "--rate", "100", "--fsync"][..],
+        &["net", "--fsync"],
+    ] {
+        let out = bench(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--disk-dir"), "{args:?}: {stderr}");
+    }
 }

@@ -1,18 +1,29 @@
 //! `strata bench net --rate`: the machine's latency floor for the produce shape, with no broker
 //! in the way. One loopback TCP connection (TCP_NODELAY): a responder thread on the first core
 //! (where a broker's first data shard runs) reads fixed-size requests and answers each with a
-//! small ack as soon as the whole request is in — optionally after one O_DIRECT `pwrite` of it
-//! to a preallocated file (`--disk-dir`, the floor of a produce under `--fsync never`). A sender
-//! thread on the last core (where `strata bench` clients run) writes the requests on the same
-//! open-loop timetable `strata bench produce --rate` uses, and an ack-reader thread beside it
-//! records each request's latency from its due time (coordinated omission corrected). Whatever
-//! this measures — scheduling, wake-ups, the loopback, stalls of the machine — a broker on the
-//! same cores pays too, so it is what strata's produce and e2e latency are compared against.
+//! small ack as soon as the whole request is in. A sender thread on the last core (where
+//! `strata bench` clients run) writes the requests on the same open-loop timetable `strata bench
+//! produce --rate` uses, and an ack-reader thread beside it records each request's latency from
+//! its due time (coordinated omission corrected). Whatever this measures — scheduling, wake-ups,
+//! the loopback, stalls of the machine — a broker on the same cores pays too, so it is what
+//! strata's produce and e2e latency are compared against.
 //!
-//! The disk variant writes one request at a time with a plain synchronous `pwrite`: it is a floor
-//! only while one write's latency stays well under the interval between requests. Near that
-//! (2,000 writes/s of 100 KiB on the project's VM) it falls behind and queues, where the broker's
-//! engine, with several writes in flight through io_uring, would not.
+//! With `--disk-dir` the responder first writes each request to a file there, the way the
+//! storage engine appends, so the floor includes the disk:
+//! - alone: one O_DIRECT `pwrite` into a file preallocated with `fallocate` (unwritten extents,
+//!   as a segment under `--fsync never`) — the floor of a produce under `--fsync never`;
+//! - with `--fsync`: the `pwrite`, then `fdatasync` — the floor of a produce under `--fsync
+//!   always`. Under that policy the engine zeroes the active segment ahead of its tail, so its
+//!   durable appends overwrite written blocks; on ext4 that costs about half of a write and sync
+//!   into unwritten extents (no extent conversion, no journal commit). So the file is laid out
+//!   first — zeros in large O_DIRECT writes, then one `fdatasync` — and kept small
+//!   ([`MAX_LAID_OUT_FILE_BYTES`]) so that takes well under a second; the run wraps around it,
+//!   which costs the same as writing further on, since every block is already written.
+//!
+//! The disk variants write one request at a time with plain synchronous calls: they are a floor
+//! only while one write's (and sync's) latency stays well under the interval between requests.
+//! Near that (2,000 writes/s of 100 KiB on the project's VM) the responder falls behind and
+//! queues, where the broker's engine, with several writes in flight through io_uring, would not.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -45,11 +56,16 @@ pub const ACK_BYTES: usize = 16;
 const ALIGN: usize = crate::storage::BLOCK as usize;
 /// Largest file `--disk-dir` preallocates; a longer run wraps around and overwrites it.
 pub const MAX_DISK_FILE_BYTES: u64 = 8 << 30;
+/// Largest file `--disk-dir --fsync` uses: it is written out before the run, which must take
+/// well under a second (a fraction of a second at the disk's sequential bandwidth).
+pub const MAX_LAID_OUT_FILE_BYTES: u64 = 64 << 20;
+/// Size of each zero-filled O_DIRECT write that lays out the `--fsync` file.
+const LAYOUT_WRITE_BYTES: usize = 1 << 20;
 /// How long the ack reader waits for one ack before the run counts as hung.
 const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Settings of the latency mode. Invariant (checked by [`measure`]): `rate` is finite and
-/// positive, `request_bytes` and `duration` are not zero.
+/// positive, `request_bytes` and `duration` are not zero, `disk_fsync` only with `disk_dir`.
 #[derive(Debug, Clone)]
 pub struct LatencyConfig {
     /// Requests per second on the fixed timetable.
@@ -59,6 +75,8 @@ pub struct LatencyConfig {
     pub duration: Duration,
     /// Write each request with O_DIRECT to a preallocated file in this directory before acking.
     pub disk_dir: Option<PathBuf>,
+    /// With `disk_dir`: `fdatasync` after each write, into a file written out first.
+    pub disk_fsync: bool,
     pub json: Option<PathBuf>,
     pub hdr_log: Option<PathBuf>,
     /// No progress line per second.
@@ -86,13 +104,27 @@ pub fn align_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
 
-/// Bytes to preallocate for `rate` requests/s of `request_bytes` over `secs`: one aligned block
-/// per request the timetable can hold (plus one), at most [`MAX_DISK_FILE_BYTES`] (whole blocks).
-pub fn disk_file_bytes(request_bytes: usize, rate: f64, secs: f64) -> u64 {
+/// Bytes of the responder's file for `rate` requests/s of `request_bytes` over `secs`: one
+/// aligned block per request the timetable can hold (plus one), at most `max` bytes of whole
+/// blocks — but at least one block.
+pub fn disk_file_bytes(request_bytes: usize, rate: f64, secs: f64, max: u64) -> u64 {
     let block = align_up(request_bytes.max(1)) as u64;
     let requests = ((rate * secs).ceil().max(0.0) as u64).saturating_add(1);
-    let cap = (MAX_DISK_FILE_BYTES / block).max(1) * block;
+    let cap = (max / block).max(1) * block;
     block.saturating_mul(requests).min(cap)
+}
+
+impl LatencyConfig {
+    /// Bytes of the responder's file for this run (when there is a `disk_dir`).
+    fn disk_file_bytes(&self) -> u64 {
+        let max = if self.disk_fsync {
+            MAX_LAID_OUT_FILE_BYTES
+        } else {
+            MAX_DISK_FILE_BYTES
+        };
+        let secs = (self.warmup + self.duration).as_secs_f64();
+        disk_file_bytes(self.request_bytes, self.rate, secs, max)
+    }
 }
 
 /// The ack of request `seq`.
@@ -135,6 +167,9 @@ pub fn measure(cfg: &LatencyConfig) -> Result<Floor> {
             "--request-bytes and --duration must be more than 0".into(),
         ));
     }
+    if cfg.disk_fsync && cfg.disk_dir.is_none() {
+        return Err(BenchError::Invalid("--fsync needs --disk-dir".into()));
+    }
     let cores = machine_cores();
     let (rx_core, tx_core) = match (cores.first(), cores.last()) {
         (Some(&a), Some(&b)) if a != b => (Some(a), Some(b)),
@@ -161,13 +196,11 @@ pub fn measure(cfg: &LatencyConfig) -> Result<Floor> {
         .set_read_timeout(Some(ACK_TIMEOUT))
         .map_err(io("setting a read timeout"))?;
     let disk = match &cfg.disk_dir {
-        Some(d) => {
-            let secs = (cfg.warmup + cfg.duration).as_secs_f64();
-            Some(DirectFile::create(
-                d,
-                disk_file_bytes(cfg.request_bytes, cfg.rate, secs),
-            )?)
-        }
+        Some(d) => Some(DirectFile::create(
+            d,
+            cfg.disk_file_bytes(),
+            cfg.disk_fsync,
+        )?),
         None => None,
     };
     let mut hdr = open_hdr_log(cfg.hdr_log.as_deref(), "net")?;
@@ -336,16 +369,13 @@ fn read_acks(
 /// The responder: reads each whole request (into an aligned buffer), writes it to `disk` when
 /// there is one, then acks. Returns the requests answered.
 fn respond(mut inp: TcpStream, size: usize, mut disk: Option<DirectFile>) -> Result<u64> {
-    let block = align_up(size);
-    let mut raw = vec![0u8; block + ALIGN];
-    let at = raw.as_ptr().align_offset(ALIGN);
-    let buf = &mut raw[at..at + block];
+    let mut buf = AlignedBuf::zeroed(align_up(size));
     let mut n = 0u64;
-    while read_message(&mut inp, &mut buf[..size])
+    while read_message(&mut inp, &mut buf.as_mut_slice()[..size])
         .map_err(|e| BenchError::io("reading a request", e))?
     {
         if let Some(d) = disk.as_mut() {
-            d.write(buf)?;
+            d.write(buf.as_slice())?;
         }
         inp.write_all(&encode_ack(n))
             .map_err(|e| BenchError::io("writing an ack", e))?;
@@ -354,18 +384,48 @@ fn respond(mut inp: TcpStream, size: usize, mut disk: Option<DirectFile>) -> Res
     Ok(n)
 }
 
+/// A zeroed buffer for O_DIRECT I/O. Invariant: `raw[at..at + len]` starts on an [`ALIGN`]
+/// boundary (moving the `Vec` does not move its heap block).
+struct AlignedBuf {
+    raw: Vec<u8>,
+    at: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn zeroed(len: usize) -> AlignedBuf {
+        let raw = vec![0u8; len + ALIGN];
+        let at = raw.as_ptr().align_offset(ALIGN);
+        AlignedBuf { raw, at, len }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.raw[self.at..self.at + self.len]
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.raw[self.at..self.at + self.len]
+    }
+}
+
 /// The responder's disk: a file preallocated the way the broker preallocates segments
-/// (`fallocate`, so the writes land in unwritten extents), written sequentially with O_DIRECT;
-/// deleted when dropped.
+/// (`fallocate`, so plain writes land in unwritten extents), written sequentially with O_DIRECT
+/// and wrapping at its end; with `fsync`, written out before the run and synced after every
+/// write, as under `--fsync always`. Deleted when dropped. Invariant: `size` is a multiple of
+/// [`ALIGN`] and `pos <= size`.
 struct DirectFile {
     file: std::fs::File,
     path: PathBuf,
     size: u64,
     pos: u64,
+    /// `fdatasync` after each write (and the file was laid out by [`DirectFile::create`]).
+    fsync: bool,
 }
 
 impl DirectFile {
-    fn create(dir: &Path, size: u64) -> Result<DirectFile> {
+    /// A new file of `size` bytes (a multiple of [`ALIGN`]) in `dir`, preallocated, and with
+    /// `fsync` also laid out.
+    fn create(dir: &Path, size: u64, fsync: bool) -> Result<DirectFile> {
         let path = dir.join(format!(".strata-bench-net-{}", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -373,11 +433,13 @@ impl DirectFile {
             .custom_flags(libc::O_DIRECT)
             .open(&path)
             .map_err(|e| BenchError::io(format!("creating {} (O_DIRECT)", path.display()), e))?;
+        // From here on, dropping `f` deletes the file.
         let f = DirectFile {
             file,
             path,
             size,
             pos: 0,
+            fsync,
         };
         // SAFETY: fallocate on an open descriptor of ours; mode 0 reserves and extends.
         if unsafe { libc::fallocate(f.file.as_raw_fd(), 0, 0, size as libc::off_t) } != 0 {
@@ -387,25 +449,59 @@ impl DirectFile {
                 e,
             ));
         }
+        if fsync {
+            f.lay_out()?;
+        }
         Ok(f)
     }
 
-    /// One O_DIRECT write of `block` (aligned) at the next position; wraps at the end.
+    /// Writes the whole file with zeros in large O_DIRECT writes, then one `fdatasync`: every
+    /// block is then written, no longer an unwritten extent, and the metadata saying so is on
+    /// disk — as the engine's zeroing leaves the active segment under `--fsync always`.
+    fn lay_out(&self) -> Result<()> {
+        let zeros = AlignedBuf::zeroed(LAYOUT_WRITE_BYTES);
+        let mut pos = 0u64;
+        while pos < self.size {
+            let n = (self.size - pos).min(LAYOUT_WRITE_BYTES as u64) as usize;
+            self.write_at(&zeros.as_slice()[..n], pos, "laying out")?;
+            pos += n as u64;
+        }
+        self.sync()
+    }
+
+    /// One O_DIRECT write of `block` (aligned) at the next position, wrapping at the end; with
+    /// `fsync`, then `fdatasync`.
     fn write(&mut self, block: &[u8]) -> Result<()> {
         if self.pos + block.len() as u64 > self.size {
             self.pos = 0;
         }
-        let context = || format!("writing {}", self.path.display());
+        self.write_at(block, self.pos, "writing")?;
+        self.pos += block.len() as u64;
+        if self.fsync {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// One O_DIRECT `pwrite` of all of `buf` (aligned) at `pos`; a short write is an error.
+    fn write_at(&self, buf: &[u8], pos: u64, what: &str) -> Result<()> {
+        let context = || format!("{what} {}", self.path.display());
         let n = self
             .file
-            .write_at(block, self.pos)
+            .write_at(buf, pos)
             .map_err(|e| BenchError::io(context(), e))?;
-        if n != block.len() {
+        if n != buf.len() {
             let e = std::io::Error::new(ErrorKind::WriteZero, format!("short write of {n} B"));
             return Err(BenchError::io(context(), e));
         }
-        self.pos += n as u64;
         Ok(())
+    }
+
+    /// `fdatasync`: the written data, and the metadata needed to read it back, are on disk.
+    fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| BenchError::io(format!("syncing {}", self.path.display()), e))
     }
 }
 
@@ -415,15 +511,29 @@ impl Drop for DirectFile {
     }
 }
 
+/// What the responder does before acking, for the report's header (with a `disk_dir` `d`).
+fn disk_line(cfg: &LatencyConfig, d: &Path) -> String {
+    let (write, dir) = (align_up(cfg.request_bytes), d.display());
+    if cfg.disk_fsync {
+        format!(
+            " after one O_DIRECT pwrite of it and an fdatasync ({write} B, sequential, \
+             overwriting a {:.1} MiB file in {dir} written out and synced first, as --fsync \
+             always appends overwrite a zeroed segment)",
+            cfg.disk_file_bytes() as f64 / (1u64 << 20) as f64
+        )
+    } else {
+        format!(
+            " after one O_DIRECT pwrite of it ({write} B, sequential, into a file in {dir} \
+             preallocated with fallocate, unwritten extents as under --fsync never)"
+        )
+    }
+}
+
 /// `strata bench net --rate`: measures and reports.
 pub fn run(cfg: &LatencyConfig) -> Result<()> {
     let f = measure(cfg)?;
     let disk = match &cfg.disk_dir {
-        Some(d) => format!(
-            " after one O_DIRECT pwrite of it ({} B, sequential, into a preallocated file in {})",
-            align_up(cfg.request_bytes),
-            d.display()
-        ),
+        Some(d) => disk_line(cfg, d),
         None => String::new(),
     };
     let from = "from each request's due time on the fixed timetable to its ack (coordinated \
@@ -462,6 +572,8 @@ pub fn run(cfg: &LatencyConfig) -> Result<()> {
         "ack_bytes": ACK_BYTES,
         "disk_dir": cfg.disk_dir,
         "disk_write_bytes": cfg.disk_dir.as_ref().map(|_| align_up(cfg.request_bytes)),
+        "disk_fsync": cfg.disk_fsync,
+        "disk_file_bytes": cfg.disk_dir.as_ref().map(|_| cfg.disk_file_bytes()),
         "requests_per_sec": f.summary.records_per_sec,
         "requests_sent": f.requests,
         "warmup_s": cfg.warmup.as_secs_f64(),
@@ -497,11 +609,24 @@ mod tests {
         assert_eq!(align_up(102_400), 102_400); // 25 blocks
         assert_eq!(align_up(10_240), 12_288);
         // 2000/s for 6 s: 12,000 requests and one spare.
-        assert_eq!(disk_file_bytes(102_400, 2000.0, 6.0), 12_001 * 102_400);
-        assert_eq!(disk_file_bytes(10_240, 0.5, 1.0), 2 * 12_288);
-        let capped = disk_file_bytes(1 << 20, 1e6, 3600.0);
+        let max = MAX_DISK_FILE_BYTES;
+        assert_eq!(disk_file_bytes(102_400, 2000.0, 6.0, max), 12_001 * 102_400);
+        assert_eq!(disk_file_bytes(10_240, 0.5, 1.0, max), 2 * 12_288);
+        let capped = disk_file_bytes(1 << 20, 1e6, 3600.0, max);
         assert!(capped <= MAX_DISK_FILE_BYTES && capped % (1 << 20) == 0);
-        assert_eq!(disk_file_bytes(1 << 20, f64::INFINITY, 1.0), capped);
+        assert_eq!(disk_file_bytes(1 << 20, f64::INFINITY, 1.0, max), capped);
+        // The laid-out file of --fsync: whole requests up to its cap, at least one.
+        let laid = disk_file_bytes(102_400, 2000.0, 6.0, MAX_LAID_OUT_FILE_BYTES);
+        assert_eq!(laid, (MAX_LAID_OUT_FILE_BYTES / 102_400) * 102_400);
+        assert_eq!(
+            disk_file_bytes(128 << 20, 1.0, 1.0, MAX_LAID_OUT_FILE_BYTES),
+            128 << 20
+        );
+        let fsync = LatencyConfig {
+            disk_fsync: true,
+            ..config(None)
+        };
+        assert_eq!(fsync.disk_file_bytes(), 176 * 12_288); // 500/s × 0.35 s, plus one
     }
 
     fn config(disk_dir: Option<PathBuf>) -> LatencyConfig {
@@ -511,6 +636,7 @@ mod tests {
             warmup: Duration::from_millis(50),
             duration: Duration::from_millis(300),
             disk_dir,
+            disk_fsync: false,
             json: None,
             hdr_log: None,
             quiet: true,
@@ -541,5 +667,48 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         let missing = dir.path().join("absent");
         assert!(measure(&config(Some(missing))).is_err());
+    }
+
+    #[test]
+    fn with_fsync_each_request_is_written_and_synced_and_the_file_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = measure(&LatencyConfig {
+            disk_fsync: true,
+            ..config(Some(dir.path().to_path_buf()))
+        })
+        .unwrap();
+        assert!(f.summary.records > 0 && f.summary.records < f.requests);
+        assert_eq!(f.summary.latency_us.samples, f.summary.records);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let no_dir = LatencyConfig {
+            disk_fsync: true,
+            ..config(None)
+        };
+        assert!(matches!(measure(&no_dir), Err(BenchError::Invalid(_))));
+    }
+
+    /// Where the first hole at or after offset 0 of `f` is (the file's size when it has none).
+    fn first_hole(f: &DirectFile) -> i64 {
+        // SAFETY: lseek on an open descriptor of ours; SEEK_HOLE only reads the extent map.
+        unsafe { libc::lseek(f.file.as_raw_fd(), 0, libc::SEEK_HOLE) }
+    }
+
+    #[test]
+    fn the_fsync_file_is_written_out_before_the_run_and_writes_wrap_around_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 3 * LAYOUT_WRITE_BYTES as u64 + 2 * ALIGN as u64; // a shorter last write
+        let mut f = DirectFile::create(dir.path(), size, true).unwrap();
+        assert_eq!(std::fs::metadata(&f.path).unwrap().len(), size);
+        // Every block is data: no unwritten extent is left (which SEEK_HOLE reports as a hole
+        // on ext4 and xfs).
+        assert_eq!(first_hole(&f), size as i64);
+        let block = AlignedBuf::zeroed(2 * ALIGN);
+        for _ in 0..(size / block.len as u64 + 1) {
+            f.write(block.as_slice()).unwrap();
+        }
+        assert_eq!(f.pos, block.len as u64); // wrapped once
+        let path = f.path.clone();
+        drop(f);
+        assert!(!path.exists());
     }
 }

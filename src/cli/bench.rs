@@ -37,7 +37,8 @@ Examples:\n  strata bench produce --create-topic --record-bytes 1024 --duration 
 strata bench consume --create-topic --record-bytes 100\n  \
 strata bench e2e --create-topic --rate 50000 --json e2e.json --hdr-log e2e.hlog\n  \
 strata bench disk --dir /var/lib/strata\n  strata bench net\n  \
-strata bench net --rate 2000 --request-bytes 102400 --duration 5"
+strata bench net --rate 2000 --request-bytes 102400 --duration 5\n  \
+strata bench net --rate 1000 --request-bytes 4200 --disk-dir /var/lib/strata --fsync"
 )]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -60,7 +61,8 @@ pub enum BenchCommand {
     Disk(DiskArgs),
     /// Measure loopback TCP bandwidth, the network's limit for clients on this machine; with
     /// --rate, the machine's latency floor for the produce shape (requests on a fixed timetable
-    /// over one loopback connection, each acked as soon as it is read).
+    /// over one loopback connection, each acked as soon as it is read, or after an O_DIRECT write
+    /// with --disk-dir, and an fdatasync with --fsync).
     Net(NetArgs),
 }
 
@@ -185,10 +187,16 @@ pub struct NetArgs {
     /// Seconds of load before measuring starts, in latency mode [default: 1].
     #[arg(long, value_name = "S", requires = "rate", value_parser = parse_seconds)]
     pub warmup: Option<Duration>,
-    /// In latency mode, write each request with O_DIRECT to a preallocated file made (and
-    /// deleted) in the existing directory D before acking it: the floor of a produce to disk.
+    /// In latency mode, write each request with O_DIRECT to a file preallocated with fallocate,
+    /// made (and deleted) in the existing directory D, before acking it: the floor of a produce
+    /// under --fsync never.
     #[arg(long, value_name = "D", requires = "rate")]
     pub disk_dir: Option<PathBuf>,
+    /// With --disk-dir, fdatasync each write before acking: the floor of a produce under --fsync
+    /// always. The file is then small (wrapped around) and written out and synced before the run,
+    /// so the writes overwrite written blocks as the engine's durable appends do.
+    #[arg(long, requires = "disk_dir")]
+    pub fsync: bool,
     /// Write the HdrHistogram interval log of latency mode to FILE.
     #[arg(long, value_name = "FILE", requires = "rate")]
     pub hdr_log: Option<PathBuf>,
@@ -269,6 +277,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                     .duration
                     .unwrap_or_else(|| default_seconds(DEFAULT_DURATION_S)),
                 disk_dir: a.disk_dir,
+                disk_fsync: a.fsync,
                 json: a.json,
                 hdr_log: a.hdr_log,
                 quiet: a.quiet,
