@@ -149,7 +149,8 @@ struct ZeroAhead {
     stop: bool,
     /// Rounds of this segment that had to wait for the zeroer.
     waits: u32,
-    /// No zeroing for the rest of this segment (or ever, for a log not under `Always`).
+    /// No zeroing for the rest of this segment: not under `Always`, appends outran it, it
+    /// failed, or the segment is being cut (roll, rollback, close).
     off: bool,
     /// Woken whenever `zeroed_to`, `writing` or `running` change.
     progress: Vec<oneshot::Sender<()>>,
@@ -1146,13 +1147,15 @@ async fn wait_for_zeroer(inner: &Rc<Inner>) {
     let _ = rx.await;
 }
 
-/// Stops the zeroer and waits until its task is over, so nothing writes the file while it is cut.
+/// Ends zeroing for the rest of the active segment and waits until the zeroer's task is over, so
+/// nothing writes the file while it is cut. Zeroing stays off (the flusher may still loop and
+/// would start a run otherwise) until a roll gives the next segment a fresh `ZeroAhead`.
 async fn stop_zeroer(inner: &Rc<Inner>) {
     loop {
         let rx = {
             let mut st = inner.state.borrow_mut();
+            st.zero.off = true;
             if !st.zero.running {
-                st.zero.stop = false;
                 return;
             }
             st.zero.stop = true;
