@@ -149,6 +149,8 @@ struct ZeroAhead {
     stop: bool,
     /// Rounds of this segment that had to wait for the zeroer.
     waits: u32,
+    /// Tail end of the last round counted in `waits` (a round waits for several pieces).
+    waited_at: u64,
     /// No zeroing for the rest of this segment: not under `Always`, appends outran it, it
     /// failed, or the segment is being cut (roll, rollback, close).
     off: bool,
@@ -164,6 +166,7 @@ impl ZeroAhead {
             running: false,
             stop: false,
             waits: 0,
+            waited_at: 0,
             off: fsync != FsyncPolicy::Always,
             progress: Vec::new(),
         }
@@ -914,7 +917,10 @@ impl PartitionLog {
                 need
             }
         };
-        self.inner.state.borrow_mut().active_mut().allocated = got;
+        // The zeroer may have got further meanwhile.
+        let mut st = self.inner.state.borrow_mut();
+        let seg = st.active_mut();
+        seg.allocated = seg.allocated.max(got);
         Ok(())
     }
 
@@ -1067,7 +1073,9 @@ fn waits_for_zeroer(st: &State) -> bool {
 }
 
 /// Starts a zeroing run (under `Always`) when fewer than `ZERO_LOW_WATER_BYTES` zeroed bytes lie
-/// ahead of the tail: zeros from there to `ZERO_AHEAD_BYTES` past the tail, within the segment.
+/// ahead of the tail: zeros from there to `ZERO_AHEAD_BYTES` past the tail, within the space
+/// preallocated so far (writes past the end of the file would journal a size change each, and
+/// the append path's preallocation is where a full disk is reported).
 fn start_zeroer(inner: &Rc<Inner>) {
     let mut st = inner.state.borrow_mut();
     if st.zero.off || st.zero.running || st.draining || st.closed {
@@ -1075,7 +1083,9 @@ fn start_zeroer(inner: &Rc<Inner>) {
     }
     let tail_end = align_up(st.tail.end());
     let from = st.zero.zeroed_to.max(tail_end);
-    let to = (tail_end + ZERO_AHEAD_BYTES).min(align_up(inner.config.segment_bytes));
+    let to = (tail_end + ZERO_AHEAD_BYTES)
+        .min(align_up(inner.config.segment_bytes))
+        .min(st.active().allocated);
     if from >= to || from - tail_end >= ZERO_LOW_WATER_BYTES {
         return;
     }
@@ -1088,8 +1098,10 @@ fn start_zeroer(inner: &Rc<Inner>) {
 }
 
 /// Writes zeros over `from..to` of the active segment, one piece at a time (stopping early when
-/// asked), then syncs them once so the extent conversions are committed before appends land
-/// there. A failure only ends zeroing for this segment: appends then write unwritten extents.
+/// asked), then syncs them once to commit the extent conversions. Rounds may land on a piece as
+/// soon as it is written; until that sync, the first data `fdatasync` after a piece commits its
+/// conversion instead. A failure only ends zeroing for this segment: appends then write
+/// unwritten extents.
 async fn run_zeroer(inner: Rc<Inner>, file: Rc<DmaFile>, from: u64, to: u64) {
     let mut pos = from;
     let mut failed = None;
@@ -1104,8 +1116,6 @@ async fn run_zeroer(inner: Rc<Inner>, file: Rc<DmaFile>, from: u64, to: u64) {
         pos += len as u64;
         let mut st = inner.state.borrow_mut();
         st.zero.zeroed_to = pos;
-        let seg = st.active_mut();
-        seg.allocated = seg.allocated.max(pos);
         st.zero.wake();
     }
     {
@@ -1135,7 +1145,11 @@ async fn run_zeroer(inner: Rc<Inner>, file: Rc<DmaFile>, from: u64, to: u64) {
 async fn wait_for_zeroer(inner: &Rc<Inner>) {
     let rx = {
         let mut st = inner.state.borrow_mut();
-        st.zero.waits += 1;
+        let tail_end = st.tail.end();
+        if st.zero.waited_at != tail_end {
+            st.zero.waited_at = tail_end;
+            st.zero.waits += 1;
+        }
         if st.zero.waits >= ZERO_MAX_WAITS && !st.zero.off {
             debug!(segment = %st.active().path.display(),
                 "appends outrun the zeroer: no more zeroing ahead in this segment");
