@@ -873,14 +873,24 @@ impl PartitionLog {
                 seg.size,
             )
         };
-        let job = job.run().await?;
-        job.sync().await?;
-        file.truncate(size)
-            .await
-            .map_err(|e| StorageError::io("truncating", &path, e))?;
-        file.fdatasync()
-            .await
-            .map_err(|e| StorageError::io("syncing", &path, e))?;
+        // The data is synced already (rolls and close flush first), so the indexes and the cut
+        // of the data file may become durable in either order: run them at once, which lets
+        // ext4 cover their syncs with one journal commit (one after the other, sealing took
+        // 1.1-1.5 ms of the ~2 ms that a roll holds appends at 250 MB/s).
+        let index = async {
+            let job = job.run().await?;
+            job.sync().await?;
+            Ok(job)
+        };
+        let data = async {
+            file.truncate(size)
+                .await
+                .map_err(|e| StorageError::io("truncating", &path, e))?;
+            file.fdatasync()
+                .await
+                .map_err(|e| StorageError::io("syncing", &path, e))
+        };
+        let (job, ()) = futures::future::try_join(index, data).await?;
         let mut st = self.inner.state.borrow_mut();
         let seg = st.active_mut();
         seg.index_persisted(&job);
