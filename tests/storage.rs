@@ -764,3 +764,33 @@ fn time_rolls_under_always_leave_no_zeros_past_a_sealed_segment() {
         assert_eq!(read_all(&log).await, want);
     });
 }
+
+#[test]
+fn a_log_left_without_close_right_after_rolls_reopens_whole() {
+    // An executor that stops right after appends that rolled (as a crash would): the last
+    // index entries were never persisted, and the active segment keeps its preallocated tail.
+    let dir = tempfile::tempdir().unwrap();
+    let config = small(FsyncPolicy::Always);
+    let mut want = Vec::new();
+    run(async {
+        let log = PartitionLog::open(dir.path(), config.clone())
+            .await
+            .unwrap();
+        for i in 0..300u64 {
+            log.append(demo_batch(i, 4, 1000)).await.unwrap();
+            want.push(expected(i, 4, 1000, i as i64 * 4));
+        }
+        assert!(segment_count(dir.path()) > 3, "the appends rolled segments");
+    });
+    run(async {
+        let log = PartitionLog::open(dir.path(), config.clone())
+            .await
+            .unwrap();
+        assert_eq!(read_all(&log).await, want);
+        // And it takes appends after them.
+        log.append(demo_batch(300, 4, 1000)).await.unwrap();
+        want.push(expected(300, 4, 1000, 1200));
+        assert_eq!(read_all(&log).await, want);
+        log.close().await.unwrap();
+    });
+}
