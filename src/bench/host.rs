@@ -113,7 +113,9 @@ fn ticks_per_sec() -> f64 {
 }
 
 /// Busy seconds of all cores since boot (`/proc/stat`: everything but idle and iowait); 0 when
-/// unreadable.
+/// unreadable. The kernel samples these at its timer ticks, so short bursts of work between
+/// ticks can go uncounted: in light, bursty runs the figure read below the generator's own CPU
+/// (which comes from `getrusage`, exact).
 fn machine_busy_s() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
