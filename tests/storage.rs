@@ -60,6 +60,14 @@ async fn read_all(log: &PartitionLog) -> Vec<Bytes> {
     out
 }
 
+/// Reopens the log in `dir` (recovering it) and asserts it holds exactly `want`.
+fn assert_reopens_holding(dir: &Path, config: &LogConfig, want: &[Bytes]) {
+    run(async {
+        let log = PartitionLog::open(dir, config.clone()).await.unwrap();
+        assert_eq!(read_all(&log).await, want);
+    });
+}
+
 fn segment_count(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
@@ -686,12 +694,7 @@ fn under_always_the_segment_is_zeroed_ahead_of_the_tail_and_appends_overwrite_it
             "a closed segment ends at its last batch, zeros cut"
         );
     });
-    run(async {
-        let log = PartitionLog::open(dir.path(), config.clone())
-            .await
-            .unwrap();
-        assert_eq!(read_all(&log).await, want);
-    });
+    assert_reopens_holding(dir.path(), &config, &want);
 }
 
 #[test]
@@ -757,12 +760,7 @@ fn time_rolls_under_always_leave_no_zeros_past_a_sealed_segment() {
             "no zeros past any segment's end"
         );
     });
-    run(async {
-        let log = PartitionLog::open(dir.path(), config.clone())
-            .await
-            .unwrap();
-        assert_eq!(read_all(&log).await, want);
-    });
+    assert_reopens_holding(dir.path(), &config, &want);
 }
 
 #[test]
