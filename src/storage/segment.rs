@@ -170,20 +170,20 @@ impl IndexJob {
     /// with one journal commit.
     pub async fn sync(&self) -> Result<()> {
         let f = &self.files;
-        let offset = async {
-            f.offset
-                .fdatasync()
-                .await
-                .map_err(|e| StorageError::io("syncing index", &f.offset_path, e))
-        };
-        let time = async {
-            f.time
-                .fdatasync()
-                .await
-                .map_err(|e| StorageError::io("syncing index", &f.time_path, e))
-        };
-        futures::future::try_join(offset, time).await.map(|_| ())
+        futures::future::try_join(
+            sync_index_file(&f.offset, &f.offset_path),
+            sync_index_file(&f.time, &f.time_path),
+        )
+        .await
+        .map(|_| ())
     }
+}
+
+/// `fdatasync` of one index file.
+async fn sync_index_file(file: &BufferedFile, path: &Path) -> Result<()> {
+    file.fdatasync()
+        .await
+        .map_err(|e| StorageError::io("syncing index", path, e))
 }
 
 /// A segment of the log. Invariant: the indexes reference only batches in `0..size`, batches
