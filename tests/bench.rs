@@ -38,6 +38,31 @@ fn bench(args: &[&str]) -> Output {
 }
 
 /// Runs a bench command that must succeed and returns its `--json` report.
+/// One second of `strata bench net` in latency mode: `[rate, request bytes, warm-up seconds]`
+/// and `extra` flags; its JSON report (written in `dir`) and printed table.
+fn net_latency(
+    dir: &Path,
+    [rate, request_bytes, warmup]: [&str; 3],
+    extra: &[&str],
+) -> (Value, String) {
+    let json = dir.join("net-latency.json");
+    let mut args = vec![
+        "net",
+        "--rate",
+        rate,
+        "--request-bytes",
+        request_bytes,
+        "--duration",
+        "1",
+        "--warmup",
+        warmup,
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    bench_json(&args, &json)
+}
+
 fn bench_json(args: &[&str], json: &Path) -> (Value, String) {
     let out = bench(args);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -276,25 +301,11 @@ fn net_measures_loopback() {
 #[test]
 fn net_latency_mode_answers_requests_on_the_timetable() {
     let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("net-latency.json");
     let hlog = dir.path().join("net-latency.hlog");
-    let (v, table) = bench_json(
-        &[
-            "net",
-            "--rate",
-            "1000",
-            "--request-bytes",
-            "10240",
-            "--duration",
-            "1",
-            "--warmup",
-            "0.3",
-            "--json",
-            json.to_str().unwrap(),
-            "--hdr-log",
-            hlog.to_str().unwrap(),
-        ],
-        &json,
+    let (v, table) = net_latency(
+        dir.path(),
+        ["1000", "10240", "0.3"],
+        &["--hdr-log", hlog.to_str().unwrap()],
     );
     assert_full_report(&v);
     assert_eq!(v["command"], "net");
@@ -320,25 +331,10 @@ fn net_latency_mode_answers_requests_on_the_timetable() {
     // With --disk-dir each request is written first; the scratch file is gone afterwards.
     let disk = dir.path().join("disk");
     std::fs::create_dir(&disk).unwrap();
-    let json = dir.path().join("net-disk.json");
-    let (v, table) = bench_json(
-        &[
-            "net",
-            "--rate",
-            "200",
-            "--request-bytes",
-            "10000",
-            "--duration",
-            "1",
-            "--warmup",
-            "0.2",
-            "-q",
-            "--disk-dir",
-            disk.to_str().unwrap(),
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        &json,
+    let (v, table) = net_latency(
+        dir.path(),
+        ["200", "10000", "0.2"],
+        &["-q", "--disk-dir", disk.to_str().unwrap()],
     );
     assert_full_report(&v);
     assert_eq!(v["disk_write_bytes"], 12288, "{v:#}");
@@ -348,26 +344,10 @@ fn net_latency_mode_answers_requests_on_the_timetable() {
     assert_eq!(std::fs::read_dir(&disk).unwrap().count(), 0);
 
     // With --fsync each write is also synced, into a file written out first; gone afterwards.
-    let json = dir.path().join("net-fsync.json");
-    let (v, table) = bench_json(
-        &[
-            "net",
-            "--rate",
-            "200",
-            "--request-bytes",
-            "4200",
-            "--duration",
-            "1",
-            "--warmup",
-            "0.2",
-            "-q",
-            "--disk-dir",
-            disk.to_str().unwrap(),
-            "--fsync",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        &json,
+    let (v, table) = net_latency(
+        dir.path(),
+        ["200", "4200", "0.2"],
+        &["-q", "--disk-dir", disk.to_str().unwrap(), "--fsync"],
     );
     assert_full_report(&v);
     assert_eq!(v["disk_write_bytes"], 8192, "{v:#}");
