@@ -2,9 +2,11 @@
 //! shape followed at once by fio's nearest shape, so the ratios come from one run of a noisy disk.
 //!
 //! Run: `scripts/bench-storage.sh [DIR] [OPTIONS]` (installs fio when missing), or
-//! `cargo bench --bench storage -- --dir DIR [--seconds S] [--depth N] [--appenders N]`.
+//! `cargo bench --bench storage -- --dir DIR [--seconds S] [--pairs N] [--depth N] [--appenders N]`.
 //!
-//! Shapes, strata and fio each measured for `--seconds` (fio time-based, on a fresh file):
+//! Shapes, strata and fio each measured for `--seconds` (fio time-based, on a fresh file). The
+//! two 1 MiB append shapes alternate strata and fio `--pairs` times and show the pair with the
+//! median ratio, beside every pair's ratio: the disk's speed swings by half over seconds here.
 //! 1. appends of 1 MiB batches (1024 records of 1 KiB) under `FsyncPolicy::Never`, `--depth`
 //!    appends in flight; fio: sequential 1 MiB O_DIRECT writes through io_uring at queue depth
 //!    `--depth`, on a file preallocated to `--max-write-bytes`, as strata's segments are;
@@ -47,7 +49,7 @@ use hdrhistogram::Histogram;
 use strata::bench::fio::{self, FioJob, FioReport};
 use strata::bench::report::LatencyUs;
 use strata::preflight::{self, Requirements};
-use strata::record::BatchBuilder;
+use strata::record::{BatchBuilder, ValidBatch};
 use strata::runtime::{run_local, IO_MEMORY_BYTES};
 use strata::storage::{FsyncPolicy, LogConfig, PartitionLog};
 
@@ -55,6 +57,9 @@ type BenchResult<T> = Result<T, Box<dyn Error>>;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
+/// A timer this short fires at the reactor's next turn: awaiting it lets the I/O queued so far
+/// reach the kernel first.
+const REACTOR_TURN: Duration = Duration::from_nanos(1);
 /// Throughput unit: MB/s as fio prints it, 10^6 bytes per second.
 const MB: f64 = 1e6;
 
@@ -69,6 +74,8 @@ const FIO_BLOCK_BYTES: u64 = MIB;
 
 const DEFAULT_DIR: &str = "target/bench-data";
 const DEFAULT_SECONDS: f64 = 4.0;
+/// Alternations of strata and fio in the 1 MiB append shapes.
+const DEFAULT_PAIRS: usize = 3;
 /// Appends or reads in flight in the 1 MiB shapes (fio's iodepth for them).
 const DEFAULT_DEPTH: usize = 4;
 /// Concurrent appenders of the group-commit shape.
@@ -98,10 +105,12 @@ const LATENCY_MAX_NS: u64 = 60_000_000_000;
 const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
 
 const USAGE: &str = "\
-usage: cargo bench --bench storage -- [--dir DIR] [--seconds S] [--depth N] [--appenders N] [--max-write-bytes B]
+usage: cargo bench --bench storage -- [--dir DIR] [--seconds S] [--pairs N] [--depth N] [--appenders N] [--max-write-bytes B]
   --dir DIR             directory on the disk to measure (default target/bench-data); a subdirectory
                         storage-bench-PID is created there and deleted at the end
   --seconds S           length of each measured shape (default 4)
+  --pairs N             alternations of strata and fio for the 1 MiB append shapes; the median
+                        pair is shown (default 3)
   --depth N             appends / reads / fio iodepth in flight for the 1 MiB shapes (default 4)
   --appenders N         concurrent appenders of the group-commit shape (default 16)
   --max-write-bytes B   cap on the bytes one write shape writes (default 16 GiB)
@@ -112,6 +121,7 @@ usage: cargo bench --bench storage -- [--dir DIR] [--seconds S] [--depth N] [--a
 struct Args {
     dir: PathBuf,
     run_for: Duration,
+    pairs: usize,
     depth: usize,
     appenders: usize,
     max_write_bytes: u64,
@@ -122,6 +132,7 @@ impl Args {
         let mut args = Args {
             dir: PathBuf::from(DEFAULT_DIR),
             run_for: Duration::from_secs_f64(DEFAULT_SECONDS),
+            pairs: DEFAULT_PAIRS,
             depth: DEFAULT_DEPTH,
             appenders: DEFAULT_APPENDERS,
             max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
@@ -143,6 +154,7 @@ impl Args {
                 "--bench" => {}
                 "--dir" => args.dir = PathBuf::from(value()?),
                 "--seconds" => args.run_for = Duration::try_from_secs_f64(value()?.parse()?)?,
+                "--pairs" => args.pairs = positive(&name, value()?.parse()?)?,
                 "--depth" => args.depth = positive(&name, value()?.parse()?)?,
                 "--appenders" => args.appenders = positive(&name, value()?.parse()?)?,
                 "--max-write-bytes" => args.max_write_bytes = value()?.parse()?,
@@ -274,25 +286,23 @@ fn run() -> BenchResult<()> {
     let fio_on = fio_found.is_some();
     let mut rows = Vec::new();
 
-    let never = bench_append_throughput(&args, &scratch, FsyncPolicy::Never)?;
-    let fio_write = fio_on
-        .then(|| fio_write_queued(&args, &scratch))
-        .transpose()?;
-    rows.push(throughput_row(
+    let never = alternate(
+        &args,
+        || bench_append_throughput(&args, &scratch, FsyncPolicy::Never),
+        fio_on.then_some(|| fio_write_queued(&args, &scratch)),
+    )?;
+    rows.push(never.row(
         format!("append 1 MiB batches, never, {} in flight", args.depth),
-        &never,
-        fio_write.as_ref(),
         "target ≥ 0.90 of fio",
     ));
 
-    let always = bench_append_throughput(&args, &scratch, FsyncPolicy::Always)?;
-    let fio_sync = fio_on
-        .then(|| fio_write_synced(&args, &scratch))
-        .transpose()?;
-    rows.push(throughput_row(
+    let always = alternate(
+        &args,
+        || bench_append_throughput(&args, &scratch, FsyncPolicy::Always),
+        fio_on.then_some(|| fio_write_synced(&args, &scratch)),
+    )?;
+    rows.push(always.row(
         format!("append 1 MiB batches, always, {} in flight", args.depth),
-        &always,
-        fio_sync.as_ref(),
         &format!(
             "fio: psync, {} MiB overwrite + fdatasync",
             args.depth as u64 * FIO_BLOCK_BYTES / MIB
@@ -364,9 +374,11 @@ fn print_header(args: &Args, scratch: &Scratch, fio: Option<&str>) {
     println!("  kernel      {}", kernel.trim());
     println!("  fio         {}", fio.unwrap_or("not found"));
     println!(
-        "  shapes      {:.1} s each; 1 MiB batches = {RECORDS_PER_BATCH} records × {RECORD_BYTES} B; \
+        "  shapes      {:.1} s each, 1 MiB append shapes {} times alternated with fio; \
+         1 MiB batches = {RECORDS_PER_BATCH} records × {RECORD_BYTES} B; \
          {SMALL_BATCH_BYTES} B batches for group commit; MB = 10^6 B",
-        args.run_for.as_secs_f64()
+        args.run_for.as_secs_f64(),
+        args.pairs
     );
     println!();
 }
@@ -418,6 +430,13 @@ fn small_batch() -> BytesMut {
 
 /// Appends copies of `template` from `appenders` concurrent appenders until `run_for` has
 /// passed or `max_bytes` more would be appended, recording each append's latency.
+///
+/// Each appender builds and validates its next batch while its current append is in flight,
+/// and only after one reactor turn: glommio hands queued I/O to the kernel between scheduler
+/// passes, so building a 1 MiB batch (a copy and a CRC, ~0.2 ms) right after an append would
+/// hold that append's write, and the writes of every appender woken with it, out of the device
+/// queue. A broker reads and checks its next request while the last one is written too; what
+/// is measured is the log.
 async fn drive_appends(
     log: &PartitionLog,
     template: &[u8],
@@ -428,14 +447,25 @@ async fn drive_appends(
     let budget = Cell::new(max_bytes / template.len() as u64);
     let start = Instant::now();
     let deadline = start + run_for;
+    let prepare = || ValidBatch::validate(BytesMut::from(template));
     let appender = || async {
         let mut hist = new_histogram();
+        let mut next = prepare()?;
         while Instant::now() < deadline && budget.get() > 0 {
             budget.set(budget.get() - 1);
-            let batch = BytesMut::from(template);
-            let t = Instant::now();
-            log.append(batch).await?;
-            hist.saturating_record(t.elapsed().as_nanos() as u64);
+            let append = async {
+                let t = Instant::now();
+                log.append_valid(next).await?;
+                hist.saturating_record(t.elapsed().as_nanos() as u64);
+                Ok::<_, strata::storage::StorageError>(())
+            };
+            let build_next = async {
+                glommio::timer::sleep(REACTOR_TURN).await;
+                prepare()
+            };
+            let (appended, built) = futures::join!(append, build_next);
+            appended?;
+            next = built?;
         }
         Ok::<_, strata::storage::StorageError>(hist)
     };
@@ -472,6 +502,62 @@ async fn append_to_fresh_log(
     let run = drive_appends(&log, &template, appenders, run_for, max_bytes).await?;
     log.close().await?;
     Ok(run)
+}
+
+/// A throughput shape measured in `--pairs` alternations of strata and its fio yardstick. The
+/// disk's speed swings over seconds, so one pair's ratio is noise; the median pair is shown.
+struct Paired {
+    /// The pair whose ratio is the median (the first when fio is missing).
+    run: Run,
+    fio: Option<FioReport>,
+    /// strata ÷ fio of every pair, in the order run.
+    ratios: Vec<f64>,
+}
+
+impl Paired {
+    fn row(&self, shape: String, note: &str) -> Row {
+        let note = if self.ratios.len() > 1 {
+            let each: Vec<String> = self.ratios.iter().map(|r| format!("{r:.2}")).collect();
+            format!(
+                "median of {} pairs ({}); {note}",
+                self.ratios.len(),
+                each.join(" ")
+            )
+        } else {
+            note.to_string()
+        };
+        throughput_row(shape, &self.run, self.fio.as_ref(), &note)
+    }
+}
+
+/// Runs `strata` then `fio` (when given), `--pairs` times, and keeps the median pair.
+fn alternate(
+    args: &Args,
+    strata: impl Fn() -> BenchResult<Run>,
+    fio: Option<impl Fn() -> BenchResult<FioReport>>,
+) -> BenchResult<Paired> {
+    let mut pairs = Vec::with_capacity(args.pairs);
+    for _ in 0..args.pairs {
+        let run = strata()?;
+        let yardstick = fio.as_ref().map(|f| f()).transpose()?;
+        pairs.push((run, yardstick));
+    }
+    let ratio_of = |(run, fio): &(Run, Option<FioReport>)| {
+        fio.as_ref().map(|f| run.mb_per_s() / fio_mb_per_s(f))
+    };
+    let mut ratios: Vec<f64> = pairs.iter().filter_map(ratio_of).collect();
+    let median = if ratios.is_empty() {
+        0
+    } else {
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        order.sort_by(|&a, &b| ratios[a].total_cmp(&ratios[b]));
+        order[order.len() / 2]
+    };
+    let (run, fio) = pairs.swap_remove(median);
+    if fio.is_none() {
+        ratios.clear();
+    }
+    Ok(Paired { run, fio, ratios })
 }
 
 /// Shapes 1 and 2: 1 MiB batches, `--depth` in flight, on a fresh log.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Storage benchmark: strata's partition log next to fio on the same directory, in one run.
-# Usage: scripts/bench-storage.sh [DIR] [--seconds S] [--depth N] [--appenders N]
+# Usage: scripts/bench-storage.sh [DIR] [--seconds S] [--pairs N] [--depth N] [--appenders N]
 # DIR defaults to target/bench-data (on the disk the data directory would use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
