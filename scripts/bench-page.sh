@@ -2,8 +2,9 @@
 # Measures every figure of BENCHMARKS.md in one run (about 10 minutes on 2 cores): the disk and
 # loopback limits, produce and consume throughput for 100 B, 1 KiB and 16 KiB records, and e2e
 # latency at 50% and 80% of the saturated rate with the broker's --fsync never and always, the
-# first beside the machine's loopback latency floor at the same request rate and size, and a light
-# --fsync always load beside the floor of a durable write of the same shape.
+# first beside the machine's latency floors at the same request rate and size (loopback alone, then
+# with an O_DIRECT write per request), and a light --fsync always load beside the floor of a
+# durable write of the same shape.
 # Usage: scripts/bench-page.sh [DATA_DIR] [OUT_DIR]   (JSON reports land in OUT_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +59,10 @@ for fsync in never always; do
         # size over one loopback connection, acked on arrival (no broker).
         "$BIN" bench net --rate $((sat * 50 / 100 / E2E_BATCH)) --request-bytes $((E2E_BATCH * 1024)) \
             --duration "$SECS" --warmup "$WARM" -q --json "$OUT/net-latency-50.json"
+        # The same with each request written (O_DIRECT, into a fallocated file) before its ack:
+        # the floor of a produce under --fsync never, one write at a time.
+        "$BIN" bench net --rate $((sat * 50 / 100 / E2E_BATCH)) --request-bytes $((E2E_BATCH * 1024)) \
+            --disk-dir "$DATA" --duration "$SECS" --warmup "$WARM" -q --json "$OUT/net-latency-50-disk.json"
     fi
     for pct in 50 80; do
         b e2e --create-topic --record-bytes 1024 --batch-records $E2E_BATCH --rate $((sat * pct / 100)) \
