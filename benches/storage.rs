@@ -530,7 +530,8 @@ impl Paired {
     }
 }
 
-/// Runs `strata` then `fio` (when given), `--pairs` times, and keeps the median pair.
+/// Runs `strata` then `fio` (when given), `--pairs` times, and keeps the median pair (of an
+/// even count, the upper of the two middle ones).
 fn alternate(
     args: &Args,
     strata: impl Fn() -> BenchResult<Run>,
@@ -545,7 +546,8 @@ fn alternate(
     let ratio_of = |(run, fio): &(Run, Option<FioReport>)| {
         fio.as_ref().map(|f| run.mb_per_s() / fio_mb_per_s(f))
     };
-    let mut ratios: Vec<f64> = pairs.iter().filter_map(ratio_of).collect();
+    // Every pair has a fio report, or none has: `ratios[i]` belongs to `pairs[i]`.
+    let ratios: Vec<f64> = pairs.iter().filter_map(ratio_of).collect();
     let median = if ratios.is_empty() {
         0
     } else {
@@ -554,9 +556,6 @@ fn alternate(
         order[order.len() / 2]
     };
     let (run, fio) = pairs.swap_remove(median);
-    if fio.is_none() {
-        ratios.clear();
-    }
     Ok(Paired { run, fio, ratios })
 }
 
