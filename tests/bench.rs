@@ -359,6 +359,46 @@ fn net_latency_mode_answers_requests_on_the_timetable() {
     );
     assert!(table.contains("written out and synced first"), "{table}");
     assert_eq!(std::fs::read_dir(&disk).unwrap().count(), 0);
+
+    // With --disk-writers several writes are in flight; acks still come in request order (the
+    // ack reader fails the run otherwise).
+    let (v, table) = net_latency(
+        dir.path(),
+        ["400", "10000", "0.2"],
+        &[
+            "-q",
+            "--disk-dir",
+            disk.to_str().unwrap(),
+            "--disk-writers",
+            "4",
+        ],
+    );
+    assert_full_report(&v);
+    assert_eq!(v["disk_writers"], 4, "{v:#}");
+    assert!(table.contains("up to 4 writes in flight"), "{table}");
+    assert_eq!(std::fs::read_dir(&disk).unwrap().count(), 0);
+}
+
+#[test]
+fn net_disk_writers_need_a_disk_dir_and_no_fsync() {
+    for args in [
+        &["net", "--rate", "100", "--disk-writers", "4"][..],
+        &[
+            "net",
+            "--rate",
+            "100",
+            "--disk-dir",
+            "/tmp",
+            "--fsync",
+            "--disk-writers",
+            "4",
+        ],
+    ] {
+        let out = bench(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--disk-writers"), "{args:?}: {stderr}");
+    }
 }
 
 #[test]

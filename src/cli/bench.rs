@@ -197,6 +197,18 @@ pub struct NetArgs {
     /// so the writes overwrite written blocks as the engine's durable appends do.
     #[arg(long, requires = "disk_dir")]
     pub fsync: bool,
+    /// With --disk-dir (not --fsync), keep up to N requests' writes in flight on N writer threads
+    /// and ack in request order, as the engine keeps several rounds of writes on the device: the
+    /// requests that arrive while a write stalls are written meanwhile instead of queueing
+    /// behind it.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        requires = "disk_dir",
+        conflicts_with = "fsync"
+    )]
+    pub disk_writers: usize,
     /// Write the HdrHistogram interval log of latency mode to FILE.
     #[arg(long, value_name = "FILE", requires = "rate")]
     pub hdr_log: Option<PathBuf>,
@@ -278,6 +290,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
                     .unwrap_or_else(|| default_seconds(DEFAULT_DURATION_S)),
                 disk_dir: a.disk_dir,
                 disk_fsync: a.fsync,
+                disk_writers: a.disk_writers,
                 json: a.json,
                 hdr_log: a.hdr_log,
                 quiet: a.quiet,
