@@ -33,7 +33,7 @@
 //! small because laying out GiBs would take seconds; every lap still overwrites.
 //!
 //! Nothing is asserted: it prints figures, ratios and the targets of the issue. Everything it
-//! writes is deleted when it ends.
+//! writes is deleted when it ends, and a run first deletes what killed runs left behind.
 
 use std::cell::Cell;
 use std::error::Error;
@@ -73,6 +73,8 @@ const SMALL_BATCH_BYTES: usize = 4096;
 const FIO_BLOCK_BYTES: u64 = MIB;
 
 const DEFAULT_DIR: &str = "target/bench-data";
+/// Name of a run's scratch directory under `--dir`, followed by its process id.
+const SCRATCH_PREFIX: &str = "storage-bench-";
 const DEFAULT_SECONDS: f64 = 4.0;
 /// Alternations of strata and fio in the 1 MiB append shapes.
 const DEFAULT_PAIRS: usize = 3;
@@ -107,7 +109,8 @@ const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
 const USAGE: &str = "\
 usage: cargo bench --bench storage -- [--dir DIR] [--seconds S] [--pairs N] [--depth N] [--appenders N] [--max-write-bytes B]
   --dir DIR             directory on the disk to measure (default target/bench-data); a subdirectory
-                        storage-bench-PID is created there and deleted at the end
+                        storage-bench-PID is created there and deleted at the end (as are
+                        those left by killed runs)
   --seconds S           length of each measured shape (default 4)
   --pairs N             alternations of strata and fio for the 1 MiB append shapes; the median
                         pair is shown (default 3)
@@ -239,7 +242,8 @@ struct Scratch {
 impl Scratch {
     fn create(root: &Path) -> BenchResult<Scratch> {
         let created_root = (!root.exists()).then(|| root.to_path_buf());
-        let path = root.join(format!("storage-bench-{}", std::process::id()));
+        remove_stale(root);
+        let path = root.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
         fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         Ok(Scratch { path, created_root })
     }
@@ -257,6 +261,31 @@ impl Drop for Scratch {
         remove(&self.path);
         if let Some(root) = &self.created_root {
             let _ = fs::remove_dir(root);
+        }
+    }
+}
+
+/// Deletes the scratch directories under `root` of bench runs that were killed (their process
+/// is gone, so their `Drop` never ran): a killed run at full speed leaves GBs behind.
+fn remove_stale(root: &Path) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!(
+                "removing {}, left by an interrupted run",
+                entry.path().display()
+            );
+            remove(&entry.path());
         }
     }
 }
