@@ -4,9 +4,11 @@
 //! again), assigns its offsets by writing the base offset in place, copies it into the aligned
 //! tail buffer, registers a waiter and hands the tail to the device as a *round* of concurrent
 //! O_DIRECT writes — at once, unless `MAX_ROUNDS_IN_FLIGHT` rounds are already in flight (then it
-//! goes with the next round). Rounds overlap on the device, so the queue never drains between
-//! them; only the first write of a round, which rewrites the partial last block of the round
-//! before, waits for that round's write of the block. One flusher task per log (spawned when
+//! goes with the next round; under `Never`/`Interval` a large batch first lets the writes
+//! issued in the current scheduler pass reach the kernel, see `submit_queued_writes`). Rounds
+//! overlap on the device, so the queue never drains between them; only the first write of a
+//! round, which rewrites the partial last block of the round before, waits for that round's
+//! write of the block. One flusher task per log (spawned when
 //! there is work, gone when there is none) retires rounds strictly in file order — the written
 //! mark, acks and reader wake-ups advance in order — and, if any waiter needs it, runs one
 //! `fdatasync` for every round retired so far: group commit. Under `Always` a zeroer task writes
@@ -52,6 +54,14 @@ const MAX_ROUNDS_IN_FLIGHT: usize = 4;
 /// entries written this late only lengthen the recovery scan after a crash (it starts at the
 /// last entry in the file).
 const INDEX_PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// Under `Never` and `Interval`, batches at least this large wait for the writes already queued
+/// in this scheduler pass to reach the kernel before they are copied into the tail (see
+/// `submit_queued_writes`).
+const SUBMIT_BEFORE_COPY_BYTES: usize = 128 * 1024;
+/// Awaiting a timer this short yields until the reactor has run: it is still pending when first
+/// polled (a 1 ns timer has already expired and does not yield) and fires in the reactor turn
+/// after the scheduler pass, which first submits the I/O queued in the pass.
+const REACTOR_TURN: std::time::Duration = std::time::Duration::from_micros(10);
 /// Under `Always`, the active segment is zeroed this far ahead of its tail (see `ZeroAhead`).
 const ZERO_AHEAD_BYTES: u64 = 8 << 20;
 /// A zeroing run starts once fewer zeroed bytes than this lie ahead of the tail.
@@ -210,6 +220,9 @@ struct State {
     indexer_running: bool,
     interval_sync_pending: bool,
     zero: ZeroAhead,
+    /// A round was handed to glommio since the last reactor turn this log saw: its writes may
+    /// still wait in glommio's queue, which reaches the kernel only between scheduler passes.
+    writes_queued: bool,
     active_since: Instant,
     closed: bool,
 }
@@ -429,6 +442,7 @@ impl PartitionLog {
             indexer_running: false,
             interval_sync_pending: false,
             zero: ZeroAhead::new(cut, config.fsync),
+            writes_queued: false,
             active_since: Instant::now(),
             closed: false,
         };
@@ -489,6 +503,11 @@ impl PartitionLog {
         }
         self.maybe_roll(&header).await?;
         self.ensure_allocated(batch.len() as u64).await?;
+        // Under `Always` the flusher takes the tail after each sync, and an appender deferred
+        // here would miss that round (measured: 1 MiB appends fell to 0.75-0.85 of fio).
+        if inner.config.fsync != FsyncPolicy::Always && batch.len() >= SUBMIT_BEFORE_COPY_BYTES {
+            submit_queued_writes(inner).await;
+        }
 
         let level = match inner.config.fsync {
             FsyncPolicy::Always => Level::Synced,
@@ -976,6 +995,20 @@ fn issue_writes(inner: &Rc<Inner>) {
     let task = glommio::spawn_local(write_round(file, w.chunks, after, last_done));
     st.inflight.push_back(InFlight { task, mark });
     st.rounds_in_flight += 1;
+    st.writes_queued = true;
+}
+
+/// Lets the writes of rounds issued in this scheduler pass reach the kernel before a large copy
+/// into the tail. glommio submits queued I/O only between passes, and appenders woken together
+/// (the disk completes writes in bursts) all run in one pass, so each one's copy (~0.14 ms per
+/// MiB here) would hold back the writes of all before it while the disk idles.
+async fn submit_queued_writes(inner: &Rc<Inner>) {
+    if !inner.state.borrow().writes_queued {
+        return;
+    }
+    glommio::timer::sleep(REACTOR_TURN).await;
+    // The timer fired in a reactor turn, which first submitted everything queued before it.
+    inner.state.borrow_mut().writes_queued = false;
 }
 
 /// Writes one round's chunks concurrently. The first waits for `after` (the previous round's
