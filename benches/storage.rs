@@ -50,17 +50,13 @@ use strata::bench::fio::{self, FioJob, FioReport};
 use strata::bench::report::LatencyUs;
 use strata::preflight::{self, Requirements};
 use strata::record::{BatchBuilder, ValidBatch};
-use strata::runtime::{run_local, IO_MEMORY_BYTES};
+use strata::runtime::{reactor_turn, run_local, IO_MEMORY_BYTES};
 use strata::storage::{FsyncPolicy, LogConfig, PartitionLog};
 
 type BenchResult<T> = Result<T, Box<dyn Error>>;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
-/// Awaiting a timer this short lets the I/O queued so far reach the kernel first: it is still
-/// pending when first polled, and fires in the reactor turn after the scheduler pass, which
-/// submits that I/O. (A 1 ns timer has already expired when first polled and does not yield.)
-const REACTOR_TURN: Duration = Duration::from_micros(10);
 /// Throughput unit: MB/s as fio prints it, 10^6 bytes per second.
 const MB: f64 = 1e6;
 
@@ -490,7 +486,7 @@ async fn drive_appends(
                 Ok::<_, strata::storage::StorageError>(())
             };
             let build_next = async {
-                glommio::timer::sleep(REACTOR_TURN).await;
+                reactor_turn().await;
                 prepare()
             };
             let (appended, built) = futures::join!(append, build_next);

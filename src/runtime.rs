@@ -8,6 +8,18 @@ use glommio::{LocalExecutorBuilder, Placement};
 /// write from it still splits at the disk's 254 segments (hence `CHUNK_BYTES` of 512 KiB).
 pub const IO_MEMORY_BYTES: usize = 64 << 20;
 
+/// Awaiting a timer this short yields until glommio's reactor has run: it is still pending when
+/// first polled (a 1 ns timer has already expired then and does not yield) and fires in the
+/// reactor turn after the current scheduler pass.
+const REACTOR_TURN: std::time::Duration = std::time::Duration::from_micros(10);
+
+/// Yields until glommio's reactor has run once. The reactor hands the I/O queued so far to the
+/// kernel first: glommio submits it only between scheduler passes, so work that follows this
+/// no longer holds back the writes issued before it.
+pub async fn reactor_turn() {
+    glommio::timer::sleep(REACTOR_TURN).await;
+}
+
 /// Runs `fut` to completion on a new unpinned executor on the current thread.
 ///
 /// `spin_before_park` and `preempt_timer` stay at glommio's defaults: spinning starves the

@@ -58,10 +58,6 @@ const INDEX_PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_mi
 /// in this scheduler pass to reach the kernel before they are copied into the tail (see
 /// `submit_queued_writes`).
 const SUBMIT_BEFORE_COPY_BYTES: usize = 128 * 1024;
-/// Awaiting a timer this short yields until the reactor has run: it is still pending when first
-/// polled (a 1 ns timer has already expired and does not yield) and fires in the reactor turn
-/// after the scheduler pass, which first submits the I/O queued in the pass.
-const REACTOR_TURN: std::time::Duration = std::time::Duration::from_micros(10);
 /// Under `Always`, the active segment is zeroed this far ahead of its tail (see `ZeroAhead`).
 const ZERO_AHEAD_BYTES: u64 = 8 << 20;
 /// A zeroing run starts once fewer zeroed bytes than this lie ahead of the tail.
@@ -1006,8 +1002,8 @@ async fn submit_queued_writes(inner: &Rc<Inner>) {
     if !inner.state.borrow().writes_queued {
         return;
     }
-    glommio::timer::sleep(REACTOR_TURN).await;
-    // The timer fired in a reactor turn, which first submitted everything queued before it.
+    crate::runtime::reactor_turn().await;
+    // The reactor ran, and first submitted everything queued before it.
     inner.state.borrow_mut().writes_queued = false;
 }
 
