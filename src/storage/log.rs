@@ -151,14 +151,13 @@ struct ZeroAhead {
     writing: bool,
     /// The zeroer task exists (writing, or syncing what it wrote).
     running: bool,
-    /// Asks the zeroer to stop after the write in flight.
-    stop: bool,
     /// Rounds of this segment that had to wait for the zeroer.
     waits: u32,
     /// Tail end of the last round counted in `waits` (a round waits for several pieces).
     waited_at: u64,
     /// No zeroing for the rest of this segment: not under `Always`, appends outran it, it
-    /// failed, or the segment is being cut (roll, rollback, close).
+    /// failed, or the segment is being cut (roll, rollback, close). A run in progress stops
+    /// after its write in flight.
     off: bool,
     /// Woken whenever `zeroed_to`, `writing` or `running` change.
     progress: Vec<oneshot::Sender<()>>,
@@ -170,7 +169,6 @@ impl ZeroAhead {
             zeroed_to,
             writing: false,
             running: false,
-            stop: false,
             waits: 0,
             waited_at: 0,
             off: fsync != FsyncPolicy::Always,
@@ -1136,15 +1134,15 @@ fn start_zeroer(inner: &Rc<Inner>) {
     glommio::spawn_local(run_zeroer(inner.clone(), file, from, to)).detach();
 }
 
-/// Writes zeros over `from..to` of the active segment, one piece at a time (stopping early when
-/// asked), then syncs them once to commit the extent conversions. Rounds may land on a piece as
-/// soon as it is written; until that sync, the first data `fdatasync` after a piece commits its
-/// conversion instead. A failure only ends zeroing for this segment: appends then write
-/// unwritten extents.
+/// Writes zeros over `from..to` of the active segment, one piece at a time (stopping early once
+/// zeroing is turned off), then syncs them once to commit the extent conversions. Rounds may
+/// land on a piece as soon as it is written; until that sync, the first data `fdatasync` after a
+/// piece commits its conversion instead. A failure only ends zeroing for this segment: appends
+/// then write unwritten extents.
 async fn run_zeroer(inner: Rc<Inner>, file: Rc<DmaFile>, from: u64, to: u64) {
     let mut pos = from;
     let mut failed = None;
-    while pos < to && !inner.state.borrow().zero.stop {
+    while pos < to && !inner.state.borrow().zero.off {
         let len = ZERO_PIECE_BYTES.min((to - pos) as usize);
         let mut buf = file.alloc_dma_buffer(len);
         buf.as_bytes_mut().fill(0);
@@ -1193,7 +1191,6 @@ async fn wait_for_zeroer(inner: &Rc<Inner>) {
             debug!(segment = %st.active().path.display(),
                 "appends outrun the zeroer: no more zeroing ahead in this segment");
             st.zero.off = true;
-            st.zero.stop = true;
         }
         st.zero.next_step()
     };
@@ -1211,7 +1208,6 @@ async fn stop_zeroer(inner: &Rc<Inner>) {
             if !st.zero.running {
                 return;
             }
-            st.zero.stop = true;
             st.zero.next_step()
         };
         let _ = rx.await;
