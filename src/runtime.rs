@@ -20,6 +20,36 @@ pub async fn reactor_turn() {
     glommio::timer::sleep(REACTOR_TURN).await;
 }
 
+/// Work on at least this many bytes (a checksum or copy of a produce request or batch) first
+/// lets the writes queued in this scheduler pass reach the kernel ([`submit_queued_writes`]);
+/// smaller work costs less than the extra reactor turn.
+pub const SUBMIT_BEFORE_BYTES: usize = 128 * 1024;
+
+thread_local! {
+    /// Writes were handed to this thread's executor since the last reactor turn one of
+    /// [`submit_queued_writes`]'s callers saw: they may still wait in glommio's queue.
+    static WRITES_QUEUED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Notes that writes were handed to glommio in this scheduler pass (see [`submit_queued_writes`]).
+pub fn note_writes_queued() {
+    WRITES_QUEUED.with(|q| q.set(true));
+}
+
+/// Lets the writes queued in this scheduler pass reach the kernel before CPU-heavy work (a
+/// large copy or checksum): waits one reactor turn if any were noted since the last such turn.
+/// glommio submits queued I/O only between passes, and tasks woken together (the disk completes
+/// writes in bursts) all run in one pass, so each one's work would otherwise hold back the
+/// writes of all before it while the disk idles.
+pub async fn submit_queued_writes() {
+    if !WRITES_QUEUED.with(|q| q.get()) {
+        return;
+    }
+    reactor_turn().await;
+    // The reactor ran, and first submitted everything queued before it.
+    WRITES_QUEUED.with(|q| q.set(false));
+}
+
 /// Runs `fut` to completion on a new unpinned executor on the current thread.
 ///
 /// `spin_before_park` and `preempt_timer` stay at glommio's defaults: spinning starves the

@@ -23,6 +23,7 @@ use crate::protocol::{
     API_VERSION,
 };
 use crate::record::{next_batch_len, ValidBatch};
+use crate::runtime;
 
 use super::msg::{Answer, OpError, OpResult, PartitionOp, ShardMsg};
 use super::shard::DataShard;
@@ -81,7 +82,14 @@ pub async fn serve(shard: Rc<DataShard>, stream: TcpStream) {
     'conn: loop {
         loop {
             let next = match decoder.decode(&mut buf) {
-                Ok(Some(Frame { header, payload })) => dispatch(&shard, peer, header, payload),
+                Ok(Some(Frame { header, payload })) => {
+                    // A large produce request's checksums would hold back the writes this
+                    // pass issued (see `runtime::submit_queued_writes`).
+                    if payload.len() >= runtime::SUBMIT_BEFORE_BYTES {
+                        runtime::submit_queued_writes().await;
+                    }
+                    dispatch(&shard, peer, header, payload)
+                }
                 Ok(None) => break,
                 Err(e) => {
                     let code = match e {

@@ -5,11 +5,11 @@
 //! tail buffer, registers a waiter and hands the tail to the device as a *round* of concurrent
 //! O_DIRECT writes — at once, unless `MAX_ROUNDS_IN_FLIGHT` rounds are already in flight (then it
 //! goes with the next round; under `Never`/`Interval` a large batch first lets the writes
-//! issued in the current scheduler pass reach the kernel, see `submit_queued_writes`). Rounds
-//! overlap on the device, so the queue never drains between them; only the first write of a
-//! round, which rewrites the partial last block of the round before, waits for that round's
-//! write of the block. One flusher task per log (spawned when
-//! there is work, gone when there is none) retires rounds strictly in file order — the written
+//! issued in the current scheduler pass reach the kernel, see
+//! `runtime::submit_queued_writes`). Rounds overlap on the device, so the queue never drains
+//! between them; only the first write of a round, which rewrites the partial last block of the
+//! round before, waits for that round's write of the block. One flusher task per log (spawned
+//! when there is work, gone when there is none) retires rounds strictly in file order — the written
 //! mark, acks and reader wake-ups advance in order — and, if any waiter needs it, runs one
 //! `fdatasync` for every round retired so far: group commit. Under `Always` a zeroer task writes
 //! zeros ahead of the tail so those syncs cover overwrites of written blocks, with no journal
@@ -54,10 +54,6 @@ const MAX_ROUNDS_IN_FLIGHT: usize = 4;
 /// entries written this late only lengthen the recovery scan after a crash (it starts at the
 /// last entry in the file).
 const INDEX_PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-/// Under `Never` and `Interval`, batches at least this large wait for the writes already queued
-/// in this scheduler pass to reach the kernel before they are copied into the tail (see
-/// `submit_queued_writes`).
-const SUBMIT_BEFORE_COPY_BYTES: usize = 128 * 1024;
 /// Under `Always`, the active segment is zeroed this far ahead of its tail (see `ZeroAhead`).
 const ZERO_AHEAD_BYTES: u64 = 8 << 20;
 /// A zeroing run starts once fewer zeroed bytes than this lie ahead of the tail.
@@ -214,9 +210,6 @@ struct State {
     indexer_running: bool,
     interval_sync_pending: bool,
     zero: ZeroAhead,
-    /// A round was handed to glommio since the last reactor turn this log saw: its writes may
-    /// still wait in glommio's queue, which reaches the kernel only between scheduler passes.
-    writes_queued: bool,
     active_since: Instant,
     closed: bool,
 }
@@ -436,7 +429,6 @@ impl PartitionLog {
             indexer_running: false,
             interval_sync_pending: false,
             zero: ZeroAhead::new(cut, config.fsync),
-            writes_queued: false,
             active_since: Instant::now(),
             closed: false,
         };
@@ -499,8 +491,10 @@ impl PartitionLog {
         self.ensure_allocated(batch.len() as u64).await?;
         // Under `Always` the flusher takes the tail after each sync, and an appender deferred
         // here would miss that round (measured: 1 MiB appends fell to 0.75-0.85 of fio).
-        if inner.config.fsync != FsyncPolicy::Always && batch.len() >= SUBMIT_BEFORE_COPY_BYTES {
-            submit_queued_writes(inner).await;
+        if inner.config.fsync != FsyncPolicy::Always
+            && batch.len() >= crate::runtime::SUBMIT_BEFORE_BYTES
+        {
+            crate::runtime::submit_queued_writes().await;
         }
 
         let level = match inner.config.fsync {
@@ -989,20 +983,11 @@ fn issue_writes(inner: &Rc<Inner>) {
     let task = glommio::spawn_local(write_round(file, w.chunks, after, last_done));
     st.inflight.push_back(InFlight { task, mark });
     st.rounds_in_flight += 1;
-    st.writes_queued = true;
-}
-
-/// Lets the writes of rounds issued in this scheduler pass reach the kernel before a large copy
-/// into the tail. glommio submits queued I/O only between passes, and appenders woken together
-/// (the disk completes writes in bursts) all run in one pass, so each one's copy (~0.14 ms per
-/// MiB here) would hold back the writes of all before it while the disk idles.
-async fn submit_queued_writes(inner: &Rc<Inner>) {
-    if !inner.state.borrow().writes_queued {
-        return;
+    if inner.config.fsync != FsyncPolicy::Always {
+        // Under `Always` nothing defers work for these writes: the flusher takes the tail right
+        // after each sync, and an appender deferred then would miss that round.
+        crate::runtime::note_writes_queued();
     }
-    crate::runtime::reactor_turn().await;
-    // The reactor ran, and first submitted everything queued before it.
-    inner.state.borrow_mut().writes_queued = false;
 }
 
 /// Writes one round's chunks concurrently. The first waits for `after` (the previous round's
