@@ -212,6 +212,13 @@ fn produce_consume_and_e2e_against_a_real_broker() {
     assert_report(&v["produce"]);
     assert_eq!(v["open_loop"], true);
     assert!(v["send_lag_us"]["p99"].is_number(), "{v:#}");
+    // The wait for room in the window is part of each send's lag.
+    let (wait_max, lag_max) = (&v["window_wait_us"]["max"], &v["send_lag_us"]["max"]);
+    assert!(
+        wait_max.as_f64().unwrap() <= lag_max.as_f64().unwrap(),
+        "{v:#}"
+    );
+    assert!(table.contains("waiting for room in the window"), "{table}");
     // Every record acknowledged in the window was consumed.
     assert_eq!(v["records"], v["produce"]["records"], "{v:#}");
     assert!(table.contains("coordinated omission corrected"), "{table}");

@@ -114,10 +114,7 @@ fn fill(cfg: &LoadConfig, partitions: u32) -> Result<Summary> {
     let (cores, _) = place_clients(&cfg.cpus, &names)?;
     let start_ns = start_time();
     let end_ns = start_ns + secs_to_ns(cfg.duration.as_secs_f64());
-    let meters = ProduceMeters {
-        acks: Meter::new(start_ns),
-        lag: Meter::new(start_ns),
-    };
+    let meters = ProduceMeters::new(start_ns);
     let load = ProduceLoad { rate: 0.0, ..load };
     let handles = produce::start(&load, start_ns, end_ns, &meters, &cores, Arc::default())?;
     watch_and_join(

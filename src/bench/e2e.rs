@@ -14,8 +14,8 @@ use super::host::{process_cpu, CpuUse};
 use super::meter::Meter;
 use super::output::{emit, open_hdr_log, watch};
 use super::plot::percentile_plot;
-use super::produce::{self, lag_line, latency_origin_text, ProduceLoad, ProduceMeters};
-use super::report::{table, LatencyUs, Summary};
+use super::produce::{self, latency_origin_text, ProduceLoad, ProduceMeters};
+use super::report::{table, Summary};
 use super::workload::{
     all_finished, describe, end_offsets, join_all, json_report, measured_seconds, place_clients,
     prepare_topic, start_time, LoadConfig,
@@ -46,10 +46,7 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
     let window_start = start_ns + secs_to_ns(cfg.warmup.as_secs_f64());
     let end_ns = window_start + secs_to_ns(cfg.duration.as_secs_f64());
     let e2e = Meter::new(window_start);
-    let meters = ProduceMeters {
-        acks: Meter::new(window_start),
-        lag: Meter::new(window_start),
-    };
+    let meters = ProduceMeters::new(window_start);
     let abort = Arc::new(AtomicBool::new(false));
     let ends: Arc<OnceLock<Vec<i64>>> = Arc::default();
     let mode = ConsumeMode::Tail { ends: ends.clone() };
@@ -105,7 +102,6 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         &acks_total,
         measured_seconds(window_start, acks_total.last_done_ns, end_ns),
     );
-    let lag = LatencyUs::of(&meters.lag.total().latency);
     let mut human = describe("e2e", cfg, partitions, &placement);
     human.push_str(&format!(
         "e2e latency: from each record's {} (stamped in its value) to the consumer's poll \
@@ -130,12 +126,11 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         human.push_str(&plot);
     }
     human.push('\n');
-    human.push_str(&lag_line(open_loop, &lag));
+    let mut json = json_report("e2e", cfg, partitions, &delivered, &cpu, &placement);
+    human.push_str(&meters.lag_report(open_loop, cfg.max_in_flight, &mut json));
     human.push_str(&cpu.line());
     human.push('\n');
-    let mut json = json_report("e2e", cfg, partitions, &delivered, &cpu, &placement);
     json["produce"] = serde_json::to_value(&acked).expect("serializes");
-    json["send_lag_us"] = serde_json::to_value(lag).expect("serializes");
     json["latency_from"] = if open_loop {
         "each record's due time on the producers' timetable, to the consumer's poll"
     } else {

@@ -47,10 +47,7 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
     let start_ns = start_time();
     let window_start = start_ns + secs_to_ns(cfg.warmup.as_secs_f64());
     let end_ns = window_start + secs_to_ns(cfg.duration.as_secs_f64());
-    let meters = ProduceMeters {
-        acks: Meter::new(window_start),
-        lag: Meter::new(window_start),
-    };
+    let meters = ProduceMeters::new(window_start);
     let abort = Arc::new(AtomicBool::new(false));
     let handles = start(&load, start_ns, end_ns, &meters, &cores, abort)?;
     watch_and_join(
@@ -67,7 +64,6 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         &total,
         measured_seconds(window_start, total.last_done_ns, end_ns),
     );
-    let lag = LatencyUs::of(&meters.lag.total().latency);
     let batch_rate = summary.records_per_sec / load.batch_records as f64 * batch_bytes as f64;
     let mut human = describe("produce", cfg, partitions, &placement);
     human.push_str(&format!(
@@ -84,13 +80,12 @@ pub fn run(cfg: &LoadConfig) -> Result<()> {
         human.push_str(&plot);
     }
     human.push('\n');
-    human.push_str(&lag_line(cfg.rate > 0.0, &lag));
+    let mut json = json_report("produce", cfg, partitions, &summary, &cpu, &placement);
+    human.push_str(&meters.lag_report(cfg.rate > 0.0, load.max_in_flight, &mut json));
     human.push_str(&cpu.line());
     human.push('\n');
-    let mut json = json_report("produce", cfg, partitions, &summary, &cpu, &placement);
     json["batch_bytes"] = batch_bytes.into();
     json["batch_bytes_per_sec"] = batch_rate.into();
-    json["send_lag_us"] = serde_json::to_value(lag).expect("serializes");
     json["latency_from"] = latency_origin_text(cfg.rate > 0.0, load.acks).into();
     emit(&human, &json, cfg.json.as_deref())
 }
@@ -190,12 +185,53 @@ impl ProduceLoad {
     }
 }
 
-/// What the producers report besides latency: how late the open-loop sends went out.
+/// What the producers report besides latency: how late the open-loop sends went out, and how
+/// much of that was waiting for room in the window. Invariant: each send records one sample in
+/// `lag` and one in `window`, and its window wait is part of its lag.
 pub struct ProduceMeters {
     /// Acknowledgement latency (or, with `--acks none`, until the request was written).
     pub acks: Meter,
     /// Send lag: actual send time minus due time (open loop only; zero in closed loop).
     pub lag: Meter,
+    /// Time each send waited for room in its connection's window of requests in flight: a
+    /// broker that stops answering shows up here, a generator that cannot keep up does not.
+    pub window: Meter,
+}
+
+impl ProduceMeters {
+    /// Meters counting from `window_start_ns` (the end of the warm-up).
+    pub fn new(window_start_ns: u64) -> Self {
+        ProduceMeters {
+            acks: Meter::new(window_start_ns),
+            lag: Meter::new(window_start_ns),
+            window: Meter::new(window_start_ns),
+        }
+    }
+
+    /// The send lag line of the human report (open loop only: closed-loop sends have no due
+    /// time), and its figures as `send_lag_us` and `window_wait_us` in `json`. A large lag
+    /// with a small window wait means the generator itself could not keep the timetable.
+    pub fn lag_report(
+        &self,
+        open_loop: bool,
+        max_in_flight: usize,
+        json: &mut serde_json::Value,
+    ) -> String {
+        let lag = LatencyUs::of(&self.lag.total().latency);
+        let window = LatencyUs::of(&self.window.total().latency);
+        let mut line = lag_line(open_loop, &lag);
+        if !line.is_empty() {
+            line.push_str(&format!(
+                "of it, waiting for room in the window of {max_in_flight} requests in flight: p99 \
+                 {}  max {} (the rest is the generator's own lateness)\n",
+                format_us(window.p99),
+                format_us(window.max)
+            ));
+        }
+        json["send_lag_us"] = serde_json::to_value(lag).expect("serializes");
+        json["window_wait_us"] = serde_json::to_value(window).expect("serializes");
+        line
+    }
 }
 
 /// Starts the producer threads; they run until `end_ns`, then drain.
@@ -238,6 +274,7 @@ pub fn start(
             start_ns,
             acks: meters.acks.clone(),
             lag: meters.lag.recorder(),
+            window: meters.window.recorder(),
             core: cores.get(i).copied().flatten(),
             abort: abort.clone(),
         };
@@ -259,6 +296,7 @@ struct Worker {
     start_ns: u64,
     acks: Meter,
     lag: Recorder,
+    window: Recorder,
     core: Option<usize>,
     abort: Arc<AtomicBool>,
 }
@@ -312,12 +350,14 @@ impl Worker {
                 Next::WaitUntil(t) => sleep_until_ns(t.min(now_ns() + NS_PER_SEC / 10)),
                 Next::Send { intended_ns } => {
                     let link = &mut links[k];
+                    let asked = now_ns();
                     if let Err(e) = link.acquire() {
                         outcome = Err(e);
                         break;
                     }
                     let sent = now_ns();
                     self.lag.record(intended_ns, sent, 1, 0);
+                    self.window.record(asked, sent, 1, 0);
                     let origin = self.pacer.latency_origin(intended_ns, sent);
                     let payload = if load.stamp {
                         template.stamped(origin)
