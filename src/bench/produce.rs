@@ -186,16 +186,18 @@ impl ProduceLoad {
 }
 
 /// What the producers report besides latency: how late the open-loop sends went out, and how
-/// much of that was waiting for room in the window. Invariant: each send records one sample in
-/// `lag` and one in `window`, and its window wait is part of its lag.
+/// long sends were blocked on the broker. Invariant: each send records one sample in `lag` and
+/// one in `blocked`.
 pub struct ProduceMeters {
     /// Acknowledgement latency (or, with `--acks none`, until the request was written).
     pub acks: Meter,
     /// Send lag: actual send time minus due time (open loop only; zero in closed loop).
     pub lag: Meter,
-    /// Time each send waited for room in its connection's window of requests in flight: a
-    /// broker that stops answering shows up here, a generator that cannot keep up does not.
-    pub window: Meter,
+    /// Time each send was blocked on the broker: waiting for room in its connection's window of
+    /// requests in flight, then writing the request to a socket that may not take it at once.
+    /// A broker that stops answering or reading shows up here (and makes the next sends late);
+    /// a generator that cannot keep up does not.
+    pub blocked: Meter,
 }
 
 impl ProduceMeters {
@@ -204,13 +206,13 @@ impl ProduceMeters {
         ProduceMeters {
             acks: Meter::new(window_start_ns),
             lag: Meter::new(window_start_ns),
-            window: Meter::new(window_start_ns),
+            blocked: Meter::new(window_start_ns),
         }
     }
 
     /// The send lag line of the human report (open loop only: closed-loop sends have no due
-    /// time), and its figures as `send_lag_us` and `window_wait_us` in `json`. A large lag
-    /// with a small window wait means the generator itself could not keep the timetable.
+    /// time), and its figures as `send_lag_us` and `send_blocked_us` in `json`. A large lag
+    /// with little blocking means the generator itself could not keep the timetable.
     pub fn lag_report(
         &self,
         open_loop: bool,
@@ -218,18 +220,19 @@ impl ProduceMeters {
         json: &mut serde_json::Value,
     ) -> String {
         let lag = LatencyUs::of(&self.lag.total().latency);
-        let window = LatencyUs::of(&self.window.total().latency);
+        let blocked = LatencyUs::of(&self.blocked.total().latency);
         let mut line = lag_line(open_loop, &lag);
         if !line.is_empty() {
             line.push_str(&format!(
-                "of it, waiting for room in the window of {max_in_flight} requests in flight: p99 \
-                 {}  max {} (the rest is the generator's own lateness)\n",
-                format_us(window.p99),
-                format_us(window.max)
+                "sends blocked on the broker (room in the window of {max_in_flight} requests, \
+                 then the socket write): p99 {}  max {} (a blocked send makes the next ones \
+                 late; lag beyond it is the generator's own)\n",
+                format_us(blocked.p99),
+                format_us(blocked.max)
             ));
         }
         json["send_lag_us"] = serde_json::to_value(lag).expect("serializes");
-        json["window_wait_us"] = serde_json::to_value(window).expect("serializes");
+        json["send_blocked_us"] = serde_json::to_value(blocked).expect("serializes");
         line
     }
 }
@@ -274,7 +277,7 @@ pub fn start(
             start_ns,
             acks: meters.acks.clone(),
             lag: meters.lag.recorder(),
-            window: meters.window.recorder(),
+            blocked: meters.blocked.recorder(),
             core: cores.get(i).copied().flatten(),
             abort: abort.clone(),
         };
@@ -296,7 +299,7 @@ struct Worker {
     start_ns: u64,
     acks: Meter,
     lag: Recorder,
-    window: Recorder,
+    blocked: Recorder,
     core: Option<usize>,
     abort: Arc<AtomicBool>,
 }
@@ -357,19 +360,23 @@ impl Worker {
                     }
                     let sent = now_ns();
                     self.lag.record(intended_ns, sent, 1, 0);
-                    self.window.record(asked, sent, 1, 0);
                     let origin = self.pacer.latency_origin(intended_ns, sent);
                     let payload = if load.stamp {
                         template.stamped(origin)
                     } else {
                         template.bytes().clone()
                     };
+                    let writing = now_ns();
                     if let Err(e) =
                         link.send(load, partition, payload, origin, records, value_bytes)
                     {
                         outcome = Err(e);
                         break;
                     }
+                    // The window wait and the socket write, not the stamping between them.
+                    let written = now_ns();
+                    let blocked = (sent - asked) + (written - writing);
+                    self.blocked.record(written - blocked, written, 1, 0);
                 }
             }
         }
