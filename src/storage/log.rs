@@ -9,8 +9,8 @@
 //! `runtime::submit_queued_writes`). Rounds overlap on the device, so the queue never drains
 //! between them; only the first write of a round, which rewrites the partial last block of the
 //! round before, waits for that round's write of the block. One flusher task per log (spawned
-//! when there is work, gone when there is none) retires rounds strictly in file order — the written
-//! mark, acks and reader wake-ups advance in order — and, if any waiter needs it, runs one
+//! when there is work, gone when there is none) retires rounds strictly in file order — the
+//! written mark, acks and reader wake-ups advance in order — and, if any waiter needs it, runs one
 //! `fdatasync` for every round retired so far: group commit. Under `Always` a zeroer task writes
 //! zeros ahead of the tail so those syncs cover overwrites of written blocks, with no journal
 //! commit (see `ZeroAhead`). Index entries are written by a task of their own, off that path. A
