@@ -14,6 +14,7 @@ SECS=${SECS:-5}
 WARM=${WARM:-1}
 PORT=${PORT:-19900}
 E2E_BATCH=${E2E_BATCH:-64}   # records per request in the e2e runs (64 KiB requests of 1 KiB records)
+PAIRS=${PAIRS:-3}            # alternated (disk floor, e2e at 50%) pairs under --fsync never
 BROKER=127.0.0.1:$PORT
 BIN=target/release/strata
 command -v fio >/dev/null || apt-get install -y fio >/dev/null || echo "fio not installed: disk figures without it"
@@ -61,11 +62,32 @@ for fsync in never always; do
             --duration "$SECS" --warmup "$WARM" -q --json "$OUT/net-latency-50.json"
         # The same with each request written (O_DIRECT, into a fallocated file) before its ack,
         # up to 4 writes in flight as the engine keeps 4 rounds: the floor under --fsync never.
-        "$BIN" bench net --rate $((sat * 50 / 100 / E2E_BATCH)) --request-bytes $((E2E_BATCH * 1024)) \
-            --disk-dir "$DATA" --disk-writers 4 --duration "$SECS" --warmup "$WARM" -q \
-            --json "$OUT/net-latency-50-disk.json"
+        # Alternated with the e2e run at 50% in PAIRS pairs: one run of either is at the mercy
+        # of this machine's stalls, the median of a few is not.
+        for i in $(seq "$PAIRS"); do
+            "$BIN" bench net --rate $((sat * 50 / 100 / E2E_BATCH)) --request-bytes $((E2E_BATCH * 1024)) \
+                --disk-dir "$DATA" --disk-writers 4 --duration "$SECS" --warmup "$WARM" -q \
+                --json "$OUT/net-latency-50-disk-$i.json"
+            b e2e --create-topic --record-bytes 1024 --batch-records $E2E_BATCH --rate $((sat * 50 / 100)) \
+                --duration "$SECS" --warmup "$WARM" --json "$OUT/e2e-never-50-$i.json" \
+                --hdr-log "$OUT/e2e-never-50-$i.hlog"
+        done
+        python3 - "$OUT" "$PAIRS" <<'PY'
+import json, statistics, sys
+out, pairs = sys.argv[1], int(sys.argv[2])
+def p99(path, key="latency_us"):
+    return json.load(open(path))[key]["p99"] / 1e3
+floor = [p99(f"{out}/net-latency-50-disk-{i}.json") for i in range(1, pairs + 1)]
+e2e = [p99(f"{out}/e2e-never-50-{i}.json") for i in range(1, pairs + 1)]
+lag = [p99(f"{out}/e2e-never-50-{i}.json", "send_lag_us") for i in range(1, pairs + 1)]
+fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
+print(f"50% never, p99 in ms: disk floor {fmt(floor)}; e2e {fmt(e2e)} (send lag {fmt(lag)}); "
+      f"median e2e / median floor = {statistics.median(e2e):.2f} / {statistics.median(floor):.2f}"
+      f" = {statistics.median(e2e) / statistics.median(floor):.2f}")
+PY
     fi
     for pct in 50 80; do
+        if [ $fsync = never ] && [ $pct = 50 ]; then continue; fi  # the pairs above
         b e2e --create-topic --record-bytes 1024 --batch-records $E2E_BATCH --rate $((sat * pct / 100)) \
             --duration "$SECS" --warmup "$WARM" --json "$OUT/e2e-$fsync-$pct.json" --hdr-log "$OUT/e2e-$fsync-$pct.hlog"
     done
