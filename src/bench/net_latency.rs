@@ -244,7 +244,7 @@ pub fn measure(cfg: &LatencyConfig) -> Result<Floor> {
         "bench-net-responder",
         rx_core,
         Box::new(move || match disk {
-            Some(d) if writers > 1 => respond_pipelined(inp, size, d, writers),
+            Some(d) if writers > 1 => respond_pipelined(inp, size, d, writers, rx_core),
             disk => respond(inp, size, disk),
         }),
     )?;
@@ -404,13 +404,15 @@ fn respond(mut inp: TcpStream, size: usize, mut disk: Option<DirectFile>) -> Res
 
 /// The responder with `writers` writes in flight: this thread reads each request into a free
 /// buffer and hands it, with its file position, to the writer threads; an acker thread acks
-/// the written requests in request order and hands their buffers back. Returns the requests
-/// answered. The writers' and the acker's CPU is not in the responder's figure.
+/// the written requests in request order and hands their buffers back. The writers and the
+/// acker run on the responder's `core`. Returns the requests answered. The writers' and the
+/// acker's CPU is not in the responder's figure.
 fn respond_pipelined(
     mut inp: TcpStream,
     size: usize,
     mut disk: DirectFile,
     writers: usize,
+    core: Option<usize>,
 ) -> Result<u64> {
     type Written = (u64, AlignedBuf, Result<()>);
     let block = align_up(size);
@@ -432,7 +434,6 @@ fn respond_pipelined(
             .map_err(|e| BenchError::io(format!("reopening {}", disk.path.display()), e))?,
     );
     let path = disk.path.clone();
-    let core = machine_cores().first().copied();
     let mut threads = Vec::new();
     for i in 0..writers {
         let (jobs, done, file, path) =
@@ -652,17 +653,18 @@ fn disk_line(cfg: &LatencyConfig, d: &Path) -> String {
              always appends overwrite a zeroed segment)",
             cfg.disk_file_bytes() as f64 / (1u64 << 20) as f64
         )
-    } else if cfg.disk_writers > 1 {
-        format!(
-            " after one O_DIRECT pwrite of it ({write} B, sequential, into a file in {dir} \
-             preallocated with fallocate, unwritten extents as under --fsync never; up to {} \
-             writes in flight, acked in request order)",
-            cfg.disk_writers
-        )
     } else {
+        let in_flight = if cfg.disk_writers > 1 {
+            format!(
+                "; up to {} writes in flight, acked in request order",
+                cfg.disk_writers
+            )
+        } else {
+            String::new()
+        };
         format!(
             " after one O_DIRECT pwrite of it ({write} B, sequential, into a file in {dir} \
-             preallocated with fallocate, unwritten extents as under --fsync never)"
+             preallocated with fallocate, unwritten extents as under --fsync never{in_flight})"
         )
     }
 }
